@@ -1,0 +1,186 @@
+"""The on-disk record: one image and its vector annotations, versioned and pickle-free.
+
+A record is a msgpack map whose array fields are raw little-endian bytes with a
+known dtype, so decoding executes no code that came with the data (DESIGN.md,
+"On-disk format"). Annotations are stored *flat*, the layout the hot path uses:
+
+- ``points``      float32 ``(P, 2)``: every polygon vertex of every part, (x, y),
+                  continuous pixel coordinates (pixel (i, j) covers [j, j+1) x [i, i+1)).
+- ``part_offsets`` int32 ``(n_parts + 1,)``: part ``p`` is ``points[part_offsets[p]:part_offsets[p+1]]``.
+- ``inst_parts``  int32 ``(n_inst + 1,)``: instance ``k`` owns parts ``inst_parts[k]:inst_parts[k+1]``.
+- ``labels``      int32 ``(n_inst,)``: class index into the manifest's ``classes``.
+- ``bboxes``      float32 ``(n_inst, 4)``: tight x1, y1, x2, y2 of the instance's parts.
+- ``flags``       uint8 ``(n_inst,)``: bit 0 = ignore region, bit 1 = crowd.
+- ``keypoints``   float32 ``(n_inst, K, 3)`` (x, y, visibility 0/1/2) or absent.
+
+``Record.instances`` gives the same data as a list of :class:`Instance` objects for
+people; loaders read the flat arrays directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import msgpack
+import numpy as np
+
+#: Version of the record encoding. Readers refuse records with a newer version.
+RECORD_VERSION = 1
+
+FLAG_IGNORE = 1
+FLAG_CROWD = 2
+
+
+class RecordError(ValueError):
+    """A record could not be decoded (corrupt bytes, unknown version, bad arrays)."""
+
+
+@dataclass
+class Instance:
+    """One annotated object.
+
+    ``polygons`` is a list of float32 ``(N, 2)`` arrays in (x, y) continuous pixel
+    coordinates (several parts for COCO multi-polygons or labelme ``group_id``).
+    ``bbox`` is the tight float32 ``(4,)`` box x1, y1, x2, y2 of all parts.
+    ``keypoints`` is float32 ``(K, 3)`` (x, y, visibility) or ``None``.
+    """
+
+    label: int
+    polygons: List[np.ndarray]
+    bbox: np.ndarray
+    ignore: bool = False
+    crowd: bool = False
+    keypoints: Optional[np.ndarray] = None
+
+
+@dataclass
+class Record:
+    """One packed sample: the original encoded image bytes plus flat annotations."""
+
+    id: int
+    file_name: str
+    image_bytes: bytes
+    image_format: str  # "jpeg" or "png" (whatever the header says; never re-encoded)
+    height: int
+    width: int
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    part_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+    inst_parts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    bboxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    keypoints: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_instances(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def instances(self) -> List[Instance]:
+        """The annotations as :class:`Instance` objects (a convenience view, not the hot path)."""
+        out = []
+        for k in range(self.num_instances):
+            parts = [
+                self.points[self.part_offsets[p]: self.part_offsets[p + 1]]
+                for p in range(self.inst_parts[k], self.inst_parts[k + 1])
+            ]
+            out.append(
+                Instance(
+                    label=int(self.labels[k]),
+                    polygons=parts,
+                    bbox=self.bboxes[k],
+                    ignore=bool(self.flags[k] & FLAG_IGNORE),
+                    crowd=bool(self.flags[k] & FLAG_CROWD),
+                    keypoints=None if self.keypoints is None else self.keypoints[k],
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_instances(cls, id: int, file_name: str, image_bytes: bytes, image_format: str,
+                       height: int, width: int, instances: List[Instance]) -> "Record":
+        """Build a record from :class:`Instance` objects (flattening their parts)."""
+        pts, part_off, inst_parts = [], [0], [0]
+        for inst in instances:
+            for poly in inst.polygons:
+                poly = np.asarray(poly, np.float32).reshape(-1, 2)
+                pts.append(poly)
+                part_off.append(part_off[-1] + poly.shape[0])
+            inst_parts.append(len(part_off) - 1)
+        kps = None
+        if instances and any(i.keypoints is not None for i in instances):
+            k = max(np.asarray(i.keypoints).shape[0] for i in instances if i.keypoints is not None)
+            kps = np.zeros((len(instances), k, 3), np.float32)
+            for j, inst in enumerate(instances):
+                if inst.keypoints is not None:
+                    a = np.asarray(inst.keypoints, np.float32).reshape(-1, 3)
+                    kps[j, : a.shape[0]] = a
+        return cls(
+            id=int(id), file_name=str(file_name), image_bytes=bytes(image_bytes),
+            image_format=str(image_format), height=int(height), width=int(width),
+            points=np.concatenate(pts).astype(np.float32) if pts else np.zeros((0, 2), np.float32),
+            part_offsets=np.asarray(part_off, np.int32),
+            inst_parts=np.asarray(inst_parts, np.int32),
+            labels=np.asarray([i.label for i in instances], np.int32),
+            bboxes=(np.stack([np.asarray(i.bbox, np.float32) for i in instances])
+                    if instances else np.zeros((0, 4), np.float32)),
+            flags=np.asarray([(FLAG_IGNORE if i.ignore else 0) | (FLAG_CROWD if i.crowd else 0)
+                              for i in instances], np.uint8),
+            keypoints=kps,
+        )
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self) -> bytes:
+        """Serialize to the versioned msgpack layout described in the module docstring."""
+        m = {
+            "v": RECORD_VERSION,
+            "id": int(self.id),
+            "file": self.file_name,
+            "fmt": self.image_format,
+            "h": int(self.height),
+            "w": int(self.width),
+            "img": self.image_bytes,
+            "pts": np.ascontiguousarray(self.points, "<f4").tobytes(),
+            "poff": np.ascontiguousarray(self.part_offsets, "<i4").tobytes(),
+            "iparts": np.ascontiguousarray(self.inst_parts, "<i4").tobytes(),
+            "lab": np.ascontiguousarray(self.labels, "<i4").tobytes(),
+            "box": np.ascontiguousarray(self.bboxes, "<f4").tobytes(),
+            "flg": np.ascontiguousarray(self.flags, "u1").tobytes(),
+        }
+        if self.keypoints is not None:
+            m["kps"] = np.ascontiguousarray(self.keypoints, "<f4").tobytes()
+            m["nk"] = int(self.keypoints.shape[1])
+        return msgpack.packb(m, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, buf) -> "Record":
+        """Parse bytes written by :meth:`encode`. Raises :class:`RecordError` on bad input."""
+        try:
+            m = msgpack.unpackb(buf, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several types
+            raise RecordError(f"record is not valid msgpack: {e}") from None
+        if not isinstance(m, dict) or "v" not in m:
+            raise RecordError("record has no version field")
+        if m["v"] > RECORD_VERSION:
+            raise RecordError(f"record version {m['v']} is newer than this fastload supports "
+                              f"({RECORD_VERSION}); upgrade fastload")
+        try:
+            n_inst = len(m["lab"]) // 4
+            kps = None
+            if "kps" in m:
+                kps = np.frombuffer(m["kps"], "<f4").reshape(n_inst, m["nk"], 3)
+            return cls(
+                id=m["id"], file_name=m["file"], image_bytes=m["img"], image_format=m["fmt"],
+                height=m["h"], width=m["w"],
+                points=np.frombuffer(m["pts"], "<f4").reshape(-1, 2),
+                part_offsets=np.frombuffer(m["poff"], "<i4"),
+                inst_parts=np.frombuffer(m["iparts"], "<i4"),
+                labels=np.frombuffer(m["lab"], "<i4"),
+                bboxes=np.frombuffer(m["box"], "<f4").reshape(-1, 4),
+                flags=np.frombuffer(m["flg"], "u1"),
+                keypoints=kps,
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise RecordError(f"record fields are malformed: {e}") from None
