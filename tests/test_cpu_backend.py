@@ -293,6 +293,11 @@ def test_determinism_and_thread_count_independence():
     assert not np.array_equal(r1, r4)
     t = torch.from_numpy(r1)  # zero-copy
     assert t.data_ptr() == r1.ctypes.data
+    cfg_bf = AugmentConfig(out_size=(64, 80), dtype="bfloat16", **ALL_ON)
+    with CpuAugmenter(cfg_bf, num_threads=2) as a:
+        tb = a.run_torch(enc, params)
+    assert tb.dtype == torch.bfloat16 and tb.shape == (5, 3, 64, 80)
+    torch.testing.assert_close(tb, torch.from_numpy(r1).to(torch.bfloat16))
 
 
 def test_bad_inputs_raise_value_error():
