@@ -580,6 +580,7 @@ class CpuAugmenter:
 
     def __del__(self):  # pragma: no cover
         try:
-            self.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
         except Exception:
             pass
