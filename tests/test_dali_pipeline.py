@@ -321,6 +321,10 @@ def test_corrupt_image_names_the_sample():
     assert aug.run([good, good], ps[:2]).shape == (2, 3, 32, 32)  # still usable
     with pytest.raises(ValueError, match="empty"):
         aug.run([good, b""], ps[:2])
+    # params drawn for another size than the image has: caught, naming the sample
+    assert aug.run([good, good], ps[:2], sizes=[(48, 64), (48, 64)]).shape[0] == 2
+    with pytest.raises(ValueError, match=r"sample 1 \(b.jpg\): image is 48x64"):
+        aug.run([good, good], ps[:2], names=["a.jpg", "b.jpg"], sizes=[(48, 64), (64, 48)])
 
 
 @requires_gpu
