@@ -9,7 +9,8 @@ from conftest import requires_gpu
 from fastload.augment.config import AugmentConfig
 from fastload.augment.dali import DaliAugmenter
 from fastload.augment.geometry import transform_instances
-from fastload.augment.params import SampleParams, compose_matrix, sample_params, shadow_mask
+from fastload.augment.params import (SampleParams, compose_matrix, hue_matrix, sample_params,
+                                     shadow_mask)
 from fastload.record import Instance, Record
 from fastload.targets.raster import fill_parts, fill_polygon
 from tools.synth import encode_jpeg, encode_png, make_scene
@@ -237,6 +238,19 @@ def test_hue_moves_pure_colour(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_hue_matches_yiq_matrix(device):
+    """fastload.augment.params.hue_matrix is DALI's hue (the fused CPU backend uses it)."""
+    cfg = AugmentConfig.off(out_size=(32, 32), keep_aspect=False, hue_deg=(-1, 1), dtype="uint8")
+    img = np.random.default_rng(12).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    hues = (0.0, 17.5, -35.0, 90.0)
+    out = run(cfg, device, [encode_png(img)] * 4, [plain(32, 32, hue=h) for h in hues]).numpy()
+    for h, o in zip(hues, out):
+        ref = np.clip(np.round(img.astype(np.float64) @ hue_matrix(h).T.astype(np.float64)), 0, 255)
+        d = np.abs(o.transpose(1, 2, 0) - ref)
+        assert d.max() <= 1 and (d > 0).mean() < 0.25
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_noise_std_and_mean(device):
     cfg = AugmentConfig.off(out_size=(128, 128), keep_aspect=False, noise_sigma=(3, 12),
                             dtype="uint8")
@@ -321,6 +335,10 @@ def test_corrupt_image_names_the_sample():
     assert aug.run([good, good], ps[:2]).shape == (2, 3, 32, 32)  # still usable
     with pytest.raises(ValueError, match="empty"):
         aug.run([good, b""], ps[:2])
+    # params drawn for another size than the image has: caught, naming the sample
+    assert aug.run([good, good], ps[:2], sizes=[(48, 64), (48, 64)]).shape[0] == 2
+    with pytest.raises(ValueError, match=r"sample 1 \(b.jpg\): image is 48x64"):
+        aug.run([good, good], ps[:2], names=["a.jpg", "b.jpg"], sizes=[(48, 64), (64, 48)])
 
 
 @requires_gpu
