@@ -407,3 +407,11 @@ def test_augment_issue_checks_on_fused_backend(name, kw, monkeypatch):
     dt = pytest.importorskip("test_dali_pipeline")
     monkeypatch.setattr(dt, "run", _fused_run)
     getattr(dt, name)(device="fused", **kw)
+
+
+def test_hue_matrix_same_as_params_hue_matrix():
+    from fastload.augment import params as P
+    if not hasattr(P, "hue_matrix"):
+        pytest.skip("params.hue_matrix not there")
+    for h in (-170.0, -20.0, 0.0, 33.3, 90.0):
+        np.testing.assert_allclose(hue_matrix(h), P.hue_matrix(h), atol=1e-6)
