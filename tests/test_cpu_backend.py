@@ -132,7 +132,8 @@ def test_hue_matches_dali_hue():
         p = _params(np.eye(3), hue=hue)
         ours = _run(img, p, cfg).transpose(1, 2, 0).astype(np.int32)
         dali = _dali_run(img, lambda fn, types, x: fn.hue(x, hue=hue)).astype(np.int32)
-        assert np.abs(ours - dali).max() <= 1
+        d = np.abs(ours - dali)
+        assert d.max() <= 1 and d.mean() < 0.01  # bit-exact here with DALI 2.4
 
 
 # --------------------------------------------------------------- photometric checks
@@ -413,5 +414,8 @@ def test_hue_matrix_same_as_params_hue_matrix():
     from fastload.augment import params as P
     if not hasattr(P, "hue_matrix"):
         pytest.skip("params.hue_matrix not there")
+    # params.hue_matrix uses RGB2YIQ rows (.596,-.274,-.322), (.211,-.523,.312); DALI 2.4's
+    # CPU fn.hue matches (.., -.321), (.., .311) with the exact inverse bit for bit (the other
+    # is up to 2 levels off), which is what this backend uses: close, not identical.
     for h in (-170.0, -20.0, 0.0, 33.3, 90.0):
-        np.testing.assert_allclose(hue_matrix(h), P.hue_matrix(h), atol=1e-6)
+        np.testing.assert_allclose(hue_matrix(h), P.hue_matrix(h), atol=5e-3)
