@@ -25,8 +25,9 @@ keeps less than ``cfg.min_visible`` of the unclipped box area are dropped. Cente
 targets at stride 4 come from ``centernet_python`` (row "torch-seed": Python loops)
 or ``centernet_numpy`` (row "torch-numpy").
 
-Sample order = the order of ``images`` in the JSON (what ``fastload pack`` stores), so
-index ``i`` gets the same ``sample_params`` as fastload's record ``i``.
+Sample order = images sorted by COCO id, classes = categories sorted by id (what
+``fastload pack`` stores), so index ``i`` gets the same ``sample_params`` as fastload's
+record ``i``.
 
 Epochs without restarting workers: :class:`EpochSampler` yields ``epoch * n + i``; the
 dataset splits that back into (epoch, i), so ``persistent_workers`` is not needed to
@@ -136,11 +137,12 @@ class BaselineDataset(torch.utils.data.Dataset):
         self.targets = targets
         self.json_path, self.image_dir = find_coco(root)
         d = json.loads(Path(self.json_path).read_text())
-        self.classes = [c["name"] for c in d["categories"]]
-        cat_index = {c["id"]: k for k, c in enumerate(d["categories"])}
-        self.images = d["images"]
+        cats = sorted(d["categories"], key=lambda c: c["id"])
+        self.classes = [c["name"] for c in cats]
+        cat_index = {c["id"]: k for k, c in enumerate(cats)}
+        self.images = sorted(d["images"], key=lambda im: im["id"])
         by_image = {im["id"]: [] for im in self.images}
-        for ann in d["annotations"]:
+        for ann in sorted(d["annotations"], key=lambda a: a.get("id", 0)):
             seg = ann.get("segmentation")
             if ann.get("iscrowd") or not isinstance(seg, list) or ann["image_id"] not in by_image:
                 continue
