@@ -1,6 +1,8 @@
 """Move annotations by a sample's matrix, clip them to the output frame.
 
-INTERFACE (owned by the augmentation issue):
+Coordinates: continuous pixel coordinates (DESIGN.md): pixel (row i, col j) covers
+[j, j+1) x [i, i+1); the output frame is [0, W] x [0, H]. The matrix is the sample's
+float32 (3, 3) source->output matrix (:class:`fastload.augment.params.SampleParams`).
 
     @dataclass
     class TransformedInstances:       # flat, like fastload.record.Record
@@ -11,11 +13,401 @@ INTERFACE (owned by the augmentation issue):
         boxes: np.ndarray             # float32 (n, 4) tight x1,y1,x2,y2 of the clipped parts
         ignore: np.ndarray            # bool (n,)
         keypoints: np.ndarray | None  # float32 (n, K, 3); outside the frame -> visibility 0;
-                                      # left/right swapped by flip_pairs on a horizontal flip
+                                      # left/right swapped by flip_pairs on a mirror
         src_index: np.ndarray         # int32 (n,) index of the instance in the record
 
-    def transform_instances(record: Record, params: SampleParams, out_size: tuple[int, int],
-                            min_visible: float = 0.1, flip_pairs=None) -> TransformedInstances
+Rules (both the Numba kernel and the plain reference implement them):
 
-The implementation replaces this stub.
+- every vertex is moved by the matrix (float64 arithmetic, stored float32);
+- each polygon part is clipped to the frame [0, W] x [0, H] by Sutherland-Hodgman (a
+  concave part may come out with zero-width "bridges" along the frame border; they
+  cover no pixel center and add no area); parts left with < 3 vertices or zero area are
+  dropped;
+- areas are |shoelace| per part, summed per instance (overlapping parts of one instance
+  count twice; COCO multi-polygons rarely overlap);
+- an instance is kept when its visible (clipped) area is > 0 and >= ``min_visible`` x its
+  transformed (unclipped) area; an ignore region is kept when any of it is visible;
+- an instance without polygon parts (box-only annotations) uses its record bbox, moved
+  as a 4-corner polygon, for the decision and the box, and stays without parts;
+- ``boxes`` are the tight min/max of the clipped parts;
+- keypoints are moved by the matrix; a keypoint whose moved position is outside the
+  half-open frame [0, W) x [0, H), or whose visibility was 0, gets visibility 0 and
+  (x, y) = (0, 0) (the COCO way of writing "not labeled");
+- mirrors swap left/right keypoints: the pairs in ``flip_pairs`` are exchanged when
+  ``params.hflip != params.vflip`` (the matrix has a negative determinant). A vertical
+  flip alone is a mirror too (it equals a horizontal flip plus a 180-degree rotation);
+  both flips together are a 180-degree rotation, which keeps handedness.
+  (Detectron2 swaps on horizontal flips only; with ``vflip_prob = 0``, the default, the
+  two agree.)
 """
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from numba import njit
+
+from fastload.record import FLAG_IGNORE, Record
+
+
+@dataclass
+class TransformedInstances:
+    """Annotations of one sample in output pixel coordinates (see module docstring)."""
+
+    points: np.ndarray
+    part_offsets: np.ndarray
+    inst_parts: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    ignore: np.ndarray
+    keypoints: Optional[np.ndarray]
+    src_index: np.ndarray
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.labels.shape[0])
+
+    def parts(self, k: int):
+        """The clipped parts of instance ``k`` as a list of float32 (N, 2) arrays."""
+        return [self.points[self.part_offsets[p]:self.part_offsets[p + 1]]
+                for p in range(self.inst_parts[k], self.inst_parts[k + 1])]
+
+
+# ----------------------------------------------------------------------------- kernels
+@njit(nogil=True, cache=True)
+def _clip_half(src, m, dst, axis, bound, keep_ge):
+    """One Sutherland-Hodgman stage: keep the side coord[axis] >= bound (keep_ge) or <= bound.
+
+    ``src`` rows 0..m-1 are the input polygon; writes into ``dst`` (capacity >= 2*m);
+    returns the output vertex count. Intersection points get exactly ``bound``."""
+    if m == 0:
+        return 0
+    k = 0
+    px = src[m - 1, 0]
+    py = src[m - 1, 1]
+    pv = px if axis == 0 else py
+    pin = pv >= bound if keep_ge else pv <= bound
+    for i in range(m):
+        cx = src[i, 0]
+        cy = src[i, 1]
+        cv = cx if axis == 0 else cy
+        cin = cv >= bound if keep_ge else cv <= bound
+        if cin != pin:
+            t = (bound - pv) / (cv - pv)
+            if axis == 0:
+                dst[k, 0] = bound
+                dst[k, 1] = py + t * (cy - py)
+            else:
+                dst[k, 0] = px + t * (cx - px)
+                dst[k, 1] = bound
+            k += 1
+        if cin:
+            dst[k, 0] = cx
+            dst[k, 1] = cy
+            k += 1
+        px = cx
+        py = cy
+        pv = cv
+        pin = cin
+    return k
+
+
+@njit(nogil=True, cache=True)
+def _area(a, m):
+    s = 0.0
+    for i in range(m):
+        j = i + 1 if i + 1 < m else 0
+        s += a[i, 0] * a[j, 1] - a[j, 0] * a[i, 1]
+    return abs(s) * 0.5
+
+
+@njit(nogil=True, cache=True)
+def _clip_rect(poly, w, h):
+    """Clip float64 (m, 2) ``poly`` to [0, w] x [0, h]; returns (array, count)."""
+    m = poly.shape[0]
+    a = np.empty((2 * m + 2, 2), np.float64)
+    a[:m] = poly
+    b = np.empty((4 * m + 4, 2), np.float64)
+    m = _clip_half(a, m, b, 0, 0.0, True)
+    a = np.empty((2 * m + 2, 2), np.float64)
+    m = _clip_half(b, m, a, 0, w, False)
+    b = np.empty((2 * m + 2, 2), np.float64)
+    m = _clip_half(a, m, b, 1, 0.0, True)
+    a = np.empty((2 * m + 2, 2), np.float64)
+    m = _clip_half(b, m, a, 1, h, False)
+    return a, m
+
+
+@njit(nogil=True, cache=True)
+def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat, w, h,
+                           min_visible):
+    """Move, clip, measure and filter every instance of a record (see module docstring).
+
+    Returns (out_points f32 (Q,2), out_part_offsets i32, out_inst_parts i32,
+    keep i32 (n,), boxes f32 (n,4))."""
+    n_inst = inst_parts.shape[0] - 1
+    cap = 2 * points.shape[0] + 16
+    out = np.empty((cap, 2), np.float32)
+    q = 0
+    n_parts_total = inst_parts[n_inst] if n_inst > 0 else 0
+    out_poff = np.empty(n_parts_total + 1, np.int32)
+    out_poff[0] = 0
+    np_out = 0
+    out_iparts = np.empty(n_inst + 1, np.int32)
+    out_iparts[0] = 0
+    keep = np.empty(n_inst, np.int32)
+    boxes = np.empty((n_inst, 4), np.float32)
+    nk = 0
+    m00 = mat[0, 0]
+    m01 = mat[0, 1]
+    m02 = mat[0, 2]
+    m10 = mat[1, 0]
+    m11 = mat[1, 1]
+    m12 = mat[1, 2]
+    for k in range(n_inst):
+        p0 = inst_parts[k]
+        p1 = inst_parts[k + 1]
+        q_start = q
+        np_start = np_out
+        area_t = 0.0
+        area_v = 0.0
+        x1 = np.inf
+        y1 = np.inf
+        x2 = -np.inf
+        y2 = -np.inf
+        if p1 > p0:
+            for p in range(p0, p1):
+                s = part_offsets[p]
+                e = part_offsets[p + 1]
+                m = e - s
+                poly = np.empty((m, 2), np.float64)
+                for i in range(m):
+                    x = np.float64(points[s + i, 0])
+                    y = np.float64(points[s + i, 1])
+                    poly[i, 0] = m00 * x + m01 * y + m02
+                    poly[i, 1] = m10 * x + m11 * y + m12
+                if m < 3:
+                    continue
+                area_t += _area(poly, m)
+                c, mc = _clip_rect(poly, w, h)
+                if mc < 3:
+                    continue
+                av = _area(c, mc)
+                if av <= 0.0:
+                    continue
+                area_v += av
+                if q + mc > cap:
+                    cap = 2 * (q + mc)
+                    grown = np.empty((cap, 2), np.float32)
+                    grown[:q] = out[:q]
+                    out = grown
+                for i in range(mc):
+                    out[q + i, 0] = np.float32(c[i, 0])
+                    out[q + i, 1] = np.float32(c[i, 1])
+                    if c[i, 0] < x1:
+                        x1 = c[i, 0]
+                    if c[i, 0] > x2:
+                        x2 = c[i, 0]
+                    if c[i, 1] < y1:
+                        y1 = c[i, 1]
+                    if c[i, 1] > y2:
+                        y2 = c[i, 1]
+                q += mc
+                np_out += 1
+                out_poff[np_out] = q
+        else:
+            # box-only instance: its bbox as a 4-corner polygon, no parts emitted
+            bx1 = np.float64(bboxes[k, 0])
+            by1 = np.float64(bboxes[k, 1])
+            bx2 = np.float64(bboxes[k, 2])
+            by2 = np.float64(bboxes[k, 3])
+            poly = np.empty((4, 2), np.float64)
+            cx = (bx1, bx2, bx2, bx1)
+            cy = (by1, by1, by2, by2)
+            for i in range(4):
+                poly[i, 0] = m00 * cx[i] + m01 * cy[i] + m02
+                poly[i, 1] = m10 * cx[i] + m11 * cy[i] + m12
+            area_t = _area(poly, 4)
+            c, mc = _clip_rect(poly, w, h)
+            if mc >= 3:
+                area_v = _area(c, mc)
+                for i in range(mc):
+                    x1 = min(x1, c[i, 0])
+                    x2 = max(x2, c[i, 0])
+                    y1 = min(y1, c[i, 1])
+                    y2 = max(y2, c[i, 1])
+        is_ignore = (flags[k] & 1) != 0
+        ok = area_v > 0.0 and (is_ignore or area_v >= min_visible * area_t)
+        if ok:
+            keep[nk] = k
+            boxes[nk, 0] = np.float32(x1)
+            boxes[nk, 1] = np.float32(y1)
+            boxes[nk, 2] = np.float32(x2)
+            boxes[nk, 3] = np.float32(y2)
+            nk += 1
+            out_iparts[nk] = np_out
+        else:  # roll back this instance's parts
+            q = q_start
+            np_out = np_start
+    return out[:q].copy(), out_poff[:np_out + 1].copy(), out_iparts[:nk + 1].copy(), \
+        keep[:nk].copy(), boxes[:nk].copy()
+
+
+@njit(nogil=True, cache=True)
+def clip_polygon(poly, w, h):
+    """Clip one float (m, 2) polygon to [0, w] x [0, h] (Sutherland-Hodgman); float64 (k, 2)."""
+    c, m = _clip_rect(poly.astype(np.float64), np.float64(w), np.float64(h))
+    return c[:m].copy()
+
+
+# --------------------------------------------------------------------------- reference
+def clip_polygon_reference(poly, w, h):
+    """Plain-Python Sutherland-Hodgman against x >= 0, x <= w, y >= 0, y <= h (that order)."""
+    pts = [(float(x), float(y)) for x, y in np.asarray(poly, np.float64)]
+    for axis, bound, keep_ge in ((0, 0.0, True), (0, float(w), False), (1, 0.0, True),
+                                 (1, float(h), False)):
+        if not pts:
+            break
+
+        def inside(p):
+            return p[axis] >= bound if keep_ge else p[axis] <= bound
+
+        out = []
+        prev = pts[-1]
+        for cur in pts:
+            if inside(cur) != inside(prev):
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                ix = prev[0] + t * (cur[0] - prev[0])
+                iy = prev[1] + t * (cur[1] - prev[1])
+                out.append((bound, iy) if axis == 0 else (ix, bound))
+            if inside(cur):
+                out.append(cur)
+            prev = cur
+        pts = out
+    return np.array(pts, np.float64).reshape(-1, 2)
+
+
+def _shoelace(p):
+    p = np.asarray(p, np.float64)
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))) * 0.5
+
+
+def _move_keypoints(kps, mat, out_w, out_h, swap, flip_pairs):
+    kps = np.asarray(kps, np.float32)
+    m = mat.astype(np.float64)
+    x = kps[..., 0].astype(np.float64)
+    y = kps[..., 1].astype(np.float64)
+    nx = m[0, 0] * x + m[0, 1] * y + m[0, 2]
+    ny = m[1, 0] * x + m[1, 1] * y + m[1, 2]
+    v = kps[..., 2].copy()
+    vis = (v > 0) & (nx >= 0) & (nx < out_w) & (ny >= 0) & (ny < out_h)
+    res = np.zeros(kps.shape, np.float32)
+    res[..., 0] = np.where(vis, nx, 0.0)
+    res[..., 1] = np.where(vis, ny, 0.0)
+    res[..., 2] = np.where(vis, v, 0.0)
+    if swap and flip_pairs is not None and len(flip_pairs):
+        pairs = np.asarray(flip_pairs, np.int64).reshape(-1, 2)
+        perm = np.arange(res.shape[1])
+        perm[pairs[:, 0]] = pairs[:, 1]
+        perm[pairs[:, 1]] = pairs[:, 0]
+        res = res[:, perm]
+    return res
+
+
+def _check(record, params, out_size):
+    m = np.asarray(params.matrix)
+    if m.shape != (3, 3):
+        raise ValueError(f"record {record.id} ({record.file_name}): matrix must be (3, 3), "
+                         f"got {m.shape}")
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"out_size must be positive, got {out_size}")
+    return m.astype(np.float64), out_h, out_w
+
+
+def transform_instances(record: Record, params, out_size: Tuple[int, int],
+                        min_visible: float = 0.1,
+                        flip_pairs: Optional[Sequence[Tuple[int, int]]] = None
+                        ) -> TransformedInstances:
+    """Move a record's instances by ``params.matrix`` into the (H, W) = ``out_size`` frame.
+
+    Continuous pixel coordinates in and out (DESIGN.md). See the module docstring for the
+    clipping, dropping, keypoint and flip-pair rules. Numba kernel; no Python loop over
+    points or instances.
+    """
+    mat, out_h, out_w = _check(record, params, out_size)
+    pts, poff, iparts, keep, boxes = _transform_clip_kernel(
+        np.ascontiguousarray(record.points, np.float32),
+        np.ascontiguousarray(record.part_offsets, np.int32),
+        np.ascontiguousarray(record.inst_parts, np.int32),
+        np.ascontiguousarray(record.bboxes, np.float32).reshape(-1, 4),
+        np.ascontiguousarray(record.flags, np.uint8), mat, float(out_w), float(out_h),
+        float(min_visible))
+    kps = None
+    if record.keypoints is not None:
+        kps = _move_keypoints(np.asarray(record.keypoints)[keep], mat, out_w, out_h,
+                              bool(params.hflip) != bool(params.vflip), flip_pairs)
+    return TransformedInstances(
+        points=pts, part_offsets=poff, inst_parts=iparts,
+        labels=np.asarray(record.labels, np.int32)[keep],
+        boxes=boxes, ignore=(np.asarray(record.flags, np.uint8)[keep] & FLAG_IGNORE) != 0,
+        keypoints=kps, src_index=keep.astype(np.int32))
+
+
+def transform_instances_reference(record: Record, params, out_size: Tuple[int, int],
+                                  min_visible: float = 0.1, flip_pairs=None
+                                  ) -> TransformedInstances:
+    """Slow, obvious version of :func:`transform_instances` (loops over instances and parts)."""
+    mat, out_h, out_w = _check(record, params, out_size)
+
+    def move(p):
+        p = np.asarray(p, np.float64)
+        return p @ mat[:2, :2].T + mat[:2, 2]
+
+    pts, poff, iparts, keep, boxes = [], [0], [0], [], []
+    for k, inst in enumerate(record.instances):
+        parts = []
+        area_t = area_v = 0.0
+        if inst.polygons:
+            for poly in inst.polygons:
+                mp = move(poly)
+                if len(mp) < 3:
+                    continue
+                area_t += _shoelace(mp)
+                c = clip_polygon_reference(mp, out_w, out_h)
+                a = _shoelace(c)
+                if len(c) < 3 or a <= 0:
+                    continue
+                area_v += a
+                parts.append(c)
+            allp = np.concatenate(parts) if parts else np.zeros((0, 2))
+        else:
+            b = np.asarray(inst.bbox, np.float64)
+            corners = move([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]])
+            area_t = _shoelace(corners)
+            allp = clip_polygon_reference(corners, out_w, out_h)
+            area_v = _shoelace(allp) if len(allp) >= 3 else 0.0
+        if not (area_v > 0 and (inst.ignore or area_v >= min_visible * area_t)):
+            continue
+        keep.append(k)
+        boxes.append([allp[:, 0].min(), allp[:, 1].min(), allp[:, 0].max(), allp[:, 1].max()])
+        for c in parts:
+            pts.append(c.astype(np.float32))
+            poff.append(poff[-1] + len(c))
+        iparts.append(len(poff) - 1)
+    keep = np.asarray(keep, np.int32)
+    kps = None
+    if record.keypoints is not None:
+        kps = _move_keypoints(np.asarray(record.keypoints)[keep], mat, out_w, out_h,
+                              bool(params.hflip) != bool(params.vflip), flip_pairs)
+    return TransformedInstances(
+        points=np.concatenate(pts).astype(np.float32) if pts else np.zeros((0, 2), np.float32),
+        part_offsets=np.asarray(poff, np.int32), inst_parts=np.asarray(iparts, np.int32),
+        labels=np.asarray(record.labels, np.int32)[keep],
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        ignore=(np.asarray(record.flags, np.uint8)[keep] & FLAG_IGNORE) != 0,
+        keypoints=kps, src_index=keep)
