@@ -92,6 +92,7 @@ def chart(results, path) -> None:
         else:
             ax.text(0, y, "  " + str(r.get("reason", r.get("status")))[:70], va="center",
                     fontsize=8, color="#555555")
+    ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(names)
     ax.set_xscale("symlog", linthresh=1)

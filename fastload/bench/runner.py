@@ -334,15 +334,24 @@ def run_row(a) -> dict:
                 nb, sync, close = make_source(a.row, a)
             except RowUnavailable as e:
                 return {**base, "status": "skipped", "reason": str(e)}
+            except ImportError as e:  # a part of fastload this row needs is not there
+                return {**base, "status": "skipped",
+                        "reason": f"not available: {type(e).__name__}: {e}"}
             gpu = a.row in GPU_ROWS
             if gpu:
                 import torch
                 torch.cuda.reset_peak_memory_stats()
                 free0, total = torch.cuda.mem_get_info()
             try:
-                res = measure(nb, sync, a.seconds, a.windows, a.warmup, max(2, a.workers), cores,
-                              step_ms=step,
-                              progress=lambda m: print(f"[{a.row}] {m}", file=sys.stderr, flush=True))
+                try:
+                    res = measure(nb, sync, a.seconds, a.windows, a.warmup, max(2, a.workers),
+                                  cores, step_ms=step,
+                                  progress=lambda m: print(f"[{a.row}] {m}", file=sys.stderr,
+                                                           flush=True))
+                except ImportError as e:  # raised lazily by the first batch
+                    print(traceback.format_exc(), file=sys.stderr)
+                    return {**base, "status": "skipped",
+                            "reason": f"not available: {type(e).__name__}: {e}"}
                 if gpu:
                     free1, _ = torch.cuda.mem_get_info()
                     res["gpu_torch_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
