@@ -54,7 +54,7 @@ def add_parser(subparsers):
 
 def _main(args):
     from fastload.bench.suite import BenchError, run
-    from fastload.bench.baseline import BaselineError
+    from fastload.bench.data import BaselineError
     # the command as it can be re-run (every setting explicit), shown in report.md
     args.argv = ([args.dataset] if args.dataset else []) + [
         "--batch-size", str(args.batch_size), "--size", str(args.size),

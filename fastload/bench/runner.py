@@ -234,7 +234,7 @@ def make_source(row, a):
 
     if row in ("bound-decode", "bound-nvjpeg"):
         import numpy as np
-        from fastload.bench.baseline import find_coco
+        from fastload.bench.data import find_coco
         js, img_dir = find_coco(a.data)
         names = [im["file_name"] for im in json.loads(Path(js).read_text())["images"]]
         blobs = [(Path(img_dir) / nm).read_bytes() for nm in names]

@@ -222,7 +222,7 @@ def run(args) -> int:
             raise BenchError(f"DATASET {src} is a packed dataset; the baselines need the ORIGINAL "
                              f"COCO files: pass those as DATASET and this pack as --packed")
         packed_default = out / "packed"
-    from fastload.bench.baseline import find_coco
+    from fastload.bench.data import find_coco
     js, _ = find_coco(src)
     n_images = len(json.loads(Path(js).read_text())["images"])
     if args.packed:
