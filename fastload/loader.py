@@ -72,6 +72,8 @@ class SampleError(ValueError):
         where = f"sample index {index}"
         if sample_id is not None:
             where += f" (id {sample_id}, file {file_name!r})"
+        elif file_name is not None:
+            where += f" (in {file_name})"
         super().__init__(f"fastload: {where} failed while {stage}: "
                          f"{type(cause).__name__}: {cause}")
 
@@ -205,13 +207,25 @@ class _Builder:
         try:
             rec = self.ds[int(index)]
         except Exception as e:
-            raise SampleError(index, None, None, "reading the record", e) from e
+            raise SampleError(index, None, self._where(index), "reading the record", e) from e
         try:
             params = sample_params(self.cfg, self.seed, int(epoch), int(index),
                                    int(rec.height), int(rec.width))
         except Exception as e:
             raise SampleError(index, rec.id, rec.file_name, "drawing augmentation parameters", e) from e
         return rec, params
+
+    def _where(self, index):
+        """Best description of where a sample that could not be read lives."""
+        path = getattr(self.ds, "path", None)
+        try:
+            loc = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
+            files = getattr(self.ds, "_shard_files", None)
+            if files is not None:
+                return f"{files[loc[0]]}, record {loc[1]}"
+        except Exception:
+            pass
+        return None if path is None else str(path)
 
     def alloc(self, b: int) -> Dict[str, np.ndarray]:
         return {k: np.zeros((b,) + shape, dt) for k, (shape, dt) in self.fixed.items()}
@@ -681,7 +695,7 @@ class DataLoader:
         # 2. instances + targets on the pool, images here, concurrently
         while True:
             fixed = b.alloc(len(recs))
-            views = [{k: v[j] for k, v in fixed.items()} for j in range(len(recs))]
+            views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(len(recs))]
             futs = [pool.submit(b.instances, i, r, p, vw)
                     for i, r, p, vw in zip(ok_idx, recs, params, views)]
             images, bad = (self._run_images(recs, params) if recs else (None, []))
@@ -789,7 +803,7 @@ class TorchDataset(torch.utils.data.Dataset):
             self._aug, self._pid = CpuAugmenter(self.augment, 1), os.getpid()
         rec, p = self._builder.read(i, self.epoch)
         fixed = self._builder.alloc(1)
-        per = self._builder.instances(i, rec, p, {k: v[0] for k, v in fixed.items()})
+        per = self._builder.instances(i, rec, p, fixed)
         try:
             img = self._aug.run([rec.image_bytes], [p])
         except Exception as e:

@@ -56,8 +56,10 @@ class TargetSpec:
         return {}
 
     def fill(self, out: Dict[str, np.ndarray], inst, out_size) -> Optional[Dict[str, np.ndarray]]:
-        """Fill this sample's slots ``out[key]`` (zeroed views of the batch arrays); return
-        variable-size arrays (first dim = number of instances), if any."""
+        """Fill this sample's slots: ``out[key]`` is a zeroed view of the batch array with a
+        leading dimension of 1 (``batch[key][b:b+1]``), so the kernels' ``*_into(out, 0, ...)``
+        forms write straight into the batch. Return variable-size arrays (first dim = number
+        of instances), if any."""
         raise NotImplementedError
 
 
@@ -98,20 +100,11 @@ class CenterNetTarget(TargetSpec):
                 "reg": ((m, 2), "float32"), "ind": ((m,), "int64"), "reg_mask": ((m,), "uint8")}
 
     def fill(self, out, inst, out_size):
-        from fastload import targets as T
-        h, w = _map_size(out_size, self.stride)
+        from fastload.targets import centernet as T
         keep = _kept(inst)
         boxes = np.ascontiguousarray(np.asarray(inst.boxes, np.float32)[keep] / np.float32(self.stride))
         labels = np.ascontiguousarray(np.asarray(inst.labels)[keep]).astype(np.int64)
-        into = getattr(T, "centernet_into", None)
-        if into is not None:
-            into(boxes, labels, self.num_classes, out["hm"], out["wh"], out["reg"], out["ind"],
-                 out["reg_mask"], self.radius)
-        else:
-            r = T.centernet(boxes, labels, self.num_classes, h, w, max_objs=self.max_objs,
-                            radius=self.radius)
-            for k in ("hm", "wh", "reg", "ind", "reg_mask"):
-                out[k][...] = r[k]
+        T.centernet_into(out, 0, boxes, labels, radius=self.radius, coords="continuous")
         return None
 
 
@@ -152,14 +145,14 @@ class MaskTarget(TargetSpec):
         po = np.ascontiguousarray(inst.part_offsets, np.int32)
         ip = np.ascontiguousarray(inst.inst_parts, np.int32)
         if self.semantic:
-            T.semantic_mask_into(out["semantic"], pts, po, ip, np.asarray(inst.labels, np.int32),
+            T.semantic_mask_into(out["semantic"][0], pts, po, ip, np.asarray(inst.labels, np.int32),
                                  np.asarray(inst.ignore, bool), float(self.stride))
         if not self.instance:
             return None
         n = int(np.asarray(inst.labels).shape[0])
         if self.max_instances is not None:
             m = min(n, int(self.max_instances))
-            T.instance_masks_into(out["inst_masks"][:m], pts, po, ip[:m + 1], float(self.stride))
+            T.instance_masks_into(out["inst_masks"][0, :m], pts, po, ip[:m + 1], float(self.stride))
             return None
         masks = np.zeros((n, h, w), np.uint8)
         T.instance_masks_into(masks, pts, po, ip, float(self.stride))
@@ -189,7 +182,7 @@ class _GenericTarget(TargetSpec):
     def fill(self, out, inst, out_size):
         r = self._compute(inst, out_size)
         for k, v in r.items():
-            out[k][...] = v
+            out[k][0] = v
         return None
 
 
