@@ -266,18 +266,30 @@ class _Builder:
 
 # --------------------------------------------------------------------------- image backends
 class _CpuBackend:
-    """Fused Numba augmenter (fastload.augment.cpu.CpuAugmenter) -> CPU numpy (B,3,H,W)."""
+    """Fused Numba augmenter (fastload.augment.cpu), one sample per call on the loader's pool
+    (so a bad image is attributed to its sample and one pool serves images and targets)."""
+    per_sample = True
 
     def __init__(self, cfg, num_threads):
-        from fastload.augment.cpu import CpuAugmenter
-        self.aug = CpuAugmenter(cfg, num_threads)
+        from fastload.augment.cpu import CpuAugmenter, output_dtype
+        self.aug = CpuAugmenter(cfg, 1)
+        self.dtype = output_dtype(cfg.dtype)
+        self.out_size = cfg.out_size
 
-    def run(self, encoded, params):
-        return self.aug.run(encoded, params)
+    def alloc(self, b):
+        return np.empty((b, 3) + tuple(self.out_size), self.dtype)
+
+    def run_one(self, encoded, params, out_slot, name):
+        self.aug.run([encoded], [params], out=out_slot, names=[name])
+
+    def close(self):
+        self.aug.close()
 
 
 class _DaliBackend:
-    """The DALI pipeline of fastload.augment.dali (GPU with a device id, DALI CPU ops without)."""
+    """The DALI pipeline of fastload.augment.dali (GPU with a device id, DALI CPU ops
+    without), one call per batch; returns a torch tensor (on the GPU) or numpy array."""
+    per_sample = False
 
     def __init__(self, cfg, num_threads, batch_size, device_id):
         from fastload.augment import dali
@@ -286,6 +298,11 @@ class _DaliBackend:
 
     def run(self, encoded, params):
         return self.aug.run(encoded, params)
+
+    def close(self):
+        c = getattr(self.aug, "close", None)
+        if c is not None:
+            c()
 
 
 def _to_torch(a, device, dtype_name, torch):
@@ -550,6 +567,7 @@ class DataLoader:
         self.targets = resolve_targets(targets, self.info)
         self._builder = _Builder(self.dataset, augment, self.targets, self.info, self.seed)
         self._backend_obj = None
+        self._backend_fin = None
         self._pool = None
         self._pool_fin = None
         self._lock = threading.Lock()
@@ -619,6 +637,8 @@ class DataLoader:
             self._active = None
         if self._pool_fin is not None:
             self._pool_fin()
+        if self._backend_fin is not None:
+            self._backend_fin()
 
     def __del__(self):
         try:
@@ -644,6 +664,7 @@ class DataLoader:
                     did = self.device.index if self.device.type == "cuda" else None
                     self._backend_obj = _DaliBackend(self.augment, self.num_threads,
                                                      self.batch_size, did)
+                self._backend_fin = weakref.finalize(self, self._backend_obj.close)
             return self._backend_obj
 
     def _read_ahead(self, idx: np.ndarray, epoch: int):
@@ -660,13 +681,11 @@ class DataLoader:
                     "error": str(err)})
         del lst[:-100]
 
-    def _run_images(self, recs, params):
-        """Images of the good samples; on failure, find the bad ones one by one."""
-        backend = self._get_backend()
-        enc = [r.image_bytes for r in recs]
+    def _run_images_batch(self, backend, recs, params):
+        """Batch backend (DALI): images of all samples; on failure, find the bad ones."""
         try:
-            return backend.run(enc, params), []
-        except Exception as batch_err:
+            return backend.run([r.image_bytes for r in recs], params), []
+        except Exception:
             bad = []
             for j, (r, p) in enumerate(zip(recs, params)):
                 try:
@@ -677,11 +696,19 @@ class DataLoader:
                 raise
             return None, bad
 
+    def _sample_cpu(self, backend, index, rec, params, img_slot, views):
+        """One sample on the pool: image into its slot, then instances and targets."""
+        try:
+            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
+        except Exception as e:
+            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
+        return self._builder.instances(index, rec, params, views)
+
     def _make_batch(self, idx: np.ndarray, epoch: int, read_futs, stop: threading.Event):
-        import torch
         b = self._builder
         pool = self._get_pool()
-        # 1. records + params (submitted ahead)
+        backend = self._get_backend()
+        # 1. records + params (submitted one batch ahead)
         ok_idx, recs, params = [], [], []
         for i, f in zip(idx, read_futs):
             try:
@@ -692,40 +719,46 @@ class DataLoader:
             ok_idx.append(int(i))
             recs.append(rec)
             params.append(p)
-        # 2. instances + targets on the pool, images here, concurrently
-        while True:
-            fixed = b.alloc(len(recs))
-            views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(len(recs))]
-            futs = [pool.submit(b.instances, i, r, p, vw)
-                    for i, r, p, vw in zip(ok_idx, recs, params, views)]
-            images, bad = (self._run_images(recs, params) if recs else (None, []))
-            per, bad_t = [], []
+        # 2. images + instances + targets; on a failure drop the bad samples and redo the
+        #    batch (rare; keeps batch content a function of the good samples only)
+        while recs:
+            n = len(recs)
+            fixed = b.alloc(n)
+            views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(n)]
+            errs = []
+            if backend.per_sample:
+                images = backend.alloc(n)
+                futs = [pool.submit(self._sample_cpu, backend, i, r, p, images[j:j + 1], vw)
+                        for j, (i, r, p, vw) in enumerate(zip(ok_idx, recs, params, views))]
+            else:
+                futs = [pool.submit(b.instances, i, r, p, vw)
+                        for i, r, p, vw in zip(ok_idx, recs, params, views)]
+                images, bad = self._run_images_batch(backend, recs, params)
+                errs += [(j, SampleError(ok_idx[j], recs[j].id, recs[j].file_name,
+                                         "decoding / augmenting the image", e)) for j, e in bad]
+            per = []
             for j, f in enumerate(futs):
                 try:
                     per.append(f.result())
                 except SampleError as e:
-                    bad_t.append((j, e))
+                    errs.append((j, e))
                     per.append(None)
-            errs = [(j, SampleError(ok_idx[j], recs[j].id, recs[j].file_name,
-                                    "decoding / augmenting the image", e)) for j, e in bad]
-            errs += bad_t
             if not errs:
                 break
             errs.sort(key=lambda x: x[0])
-            drop = sorted({j for j, _ in errs})
-            seen = set()
+            drop = set()
             for j, e in errs:
-                if j not in seen:
-                    seen.add(j)
+                if j not in drop:
+                    drop.add(j)
                     self._fail(e)  # raises under on_error="raise"
-            keep = [j for j in range(len(recs)) if j not in set(drop)]
+            keep = [j for j in range(n) if j not in drop]
             ok_idx = [ok_idx[j] for j in keep]
             recs = [recs[j] for j in keep]
             params = [params[j] for j in keep]
-            # rebuild without the bad samples (rare path; keeps batch content deterministic)
         if not recs:
             self.stats["skipped_batches"] += 1
             return None
+        import torch
         # 3. collate
         out: Dict[str, Any] = {}
         out["image"] = _to_torch(images, self.device, self.augment.dtype, torch)
@@ -733,7 +766,15 @@ class DataLoader:
         out["num_instances"] = np.asarray([s["labels"].shape[0] for s in per], np.int64)
         var_keys = [k for k in per[0] if k not in fixed]
         for k in var_keys:
-            out[k] = _pad_stack_np([s[k] for s in per], PAD_VALUES.get(k, 0))
+            arrs = [s[k] for s in per]
+            if k not in INSTANCE_KEYS:  # FunctionTarget outputs: same shape every sample
+                shapes = {a.shape for a in arrs}
+                if len(shapes) > 1:
+                    raise ValueError(f"target key {k!r} has different shapes across samples "
+                                     f"{sorted(shapes)}; a FunctionTarget must return fixed shapes")
+                out[k] = np.stack(arrs)
+            else:
+                out[k] = _pad_stack_np(arrs, PAD_VALUES.get(k, 0))
         out.update(fixed)
         self.stats["batches"] += 1
         self.stats["samples"] += len(recs)
