@@ -328,10 +328,10 @@ def _stop_all():  # program end: stop every producer so nothing is left waiting
 class _Pipeline:
     """One epoch's producer thread and its bounded queue. Holds no reference to the iterator."""
 
-    def __init__(self, make_batch, batches, start, epoch, prefetch, read_ahead):
+    def __init__(self, loader_ref, batches, start, epoch, prefetch):
         self.q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
-        self._make_batch, self._read_ahead = make_batch, read_ahead
+        self._loader_ref = loader_ref  # weak: a blocked producer must not keep the loader alive
         self.thread = threading.Thread(target=self._run, args=(batches, start, epoch),
                                        name="fastload-producer", daemon=True)
         _LIVE.add(self)
@@ -348,17 +348,24 @@ class _Pipeline:
 
     def _run(self, batches, start, epoch):
         try:
-            ahead = self._read_ahead(batches[start], epoch) if start < len(batches) else None
+            ld = self._loader_ref()
+            if ld is None:
+                return
+            ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
+            del ld
             for k in range(start, len(batches)):
-                if self.stop.is_set():
+                ld = self._loader_ref()
+                if ld is None or self.stop.is_set():
                     return
                 cur = ahead
-                ahead = self._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
-                item = self._make_batch(batches[k], epoch, cur, self.stop)
+                ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
+                item = ld._make_batch(batches[k], epoch, cur, self.stop)
+                del ld, cur
                 if item is None:  # every sample of the batch was skipped
                     continue
                 if not self._put(("batch", k, item)):
                     return
+                del item
             self._put(("end", None, None))
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             self._put(("error", None, e))
@@ -383,8 +390,7 @@ class _LoaderIter:
         self._n = len(batches)
         self._epoch = epoch
         self._timeout = loader.timeout
-        self._pipe = _Pipeline(loader._make_batch, batches, start, epoch, loader.prefetch,
-                               loader._read_ahead)
+        self._pipe = _Pipeline(self._loader_ref, batches, start, epoch, loader.prefetch)
         self._fin = weakref.finalize(self, self._pipe.shutdown)
         self._done = False
 
@@ -417,13 +423,13 @@ class _LoaderIter:
         loader = self._loader_ref()
         if kind == "end":
             self.close()
-            if loader is not None and loader._active is self:
+            if loader is not None and loader._active_iter() is self:
                 loader._end_epoch(self._epoch)
             raise StopIteration
         if kind == "error":
             self.close()
             raise item
-        if loader is not None and loader._active is self:
+        if loader is not None and loader._active_iter() is self:
             loader._consumed = k + 1
         batch, ev = item
         if ev is not None:  # device copies were issued on the producer's stream
@@ -576,7 +582,7 @@ class DataLoader:
         self.epoch = 0
         self._consumed = 0       # batches of `epoch` already handed to the loop
         self._resume = 0         # first batch of the next iteration
-        self._active: Optional[_LoaderIter] = None
+        self._active = lambda: None  # weakref to the running iterator
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
@@ -615,26 +621,30 @@ class DataLoader:
         self._consumed = self._resume = int(state["batches_consumed"])
 
     def __iter__(self) -> _LoaderIter:
-        if self._active is not None:
-            self._active.close()
+        old = self._active()
+        if old is not None:
+            old.close()
         batches = _batches(self._indices(self.epoch), self.batch_size, self.drop_last)
         start = min(self._resume, len(batches))
         self._resume = 0
         self._consumed = start
         it = _LoaderIter(self, batches, start, self.epoch)
-        self._active = it
+        self._active = weakref.ref(it)
         return it
+
+    def _active_iter(self):
+        return self._active()
 
     def _end_epoch(self, epoch):
         if self.epoch == epoch:
             self.epoch, self._consumed, self._resume = epoch + 1, 0, 0
-        self._active = None
+        self._active = lambda: None
 
     def close(self) -> None:
         """Stop the running iteration and the thread pool (also done on deletion and at exit)."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
+        old = self._active()
+        if old is not None:
+            old.close()
         if self._pool_fin is not None:
             self._pool_fin()
         if self._backend_fin is not None:
