@@ -297,3 +297,43 @@ def test_program_end_mid_epoch_exits(tmp_path, blobs):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "ok"
+
+
+def test_all_target_specs_match_kernels(packed):
+    """masks / fcos / keypoints specs fill the batch exactly like the kernels called by hand."""
+    from fastload.augment.geometry import transform_instances
+    from fastload.augment.params import sample_params
+    from fastload.targets import fcos, instance_masks, keypoint_targets, semantic_mask
+    from fastload.targets.specs import FCOSTarget, KeypointTarget, MaskTarget
+
+    SR = ((0.0, 32.0), (32.0, float("inf")))
+    cfg = AugmentConfig.off(out_size=(64, 64), rotate_deg=(-30, 30), hflip_prob=0.5)
+    ld = DataLoader(packed, batch_size=4, augment=cfg, seed=2, num_threads=2,
+                    targets=[MaskTarget(stride=2), FCOSTarget(strides=(8, 16), size_ranges=SR),
+                             KeypointTarget(stride=4, max_objs=8)])
+    batch = next(iter(ld))
+    K = len(packed.keypoint_names)
+    assert batch["hp_hm"].shape == (4, K, 16, 16) and batch["semantic"].shape == (4, 32, 32)
+    M = batch["boxes"].shape[1]
+    assert batch["inst_masks"].shape == (4, M, 32, 32)
+    for j, i in enumerate(batch["index"].tolist()):
+        rec = packed[i]
+        p = sample_params(cfg, 2, 0, i, rec.height, rec.width)
+        inst = transform_instances(rec, p, cfg.out_size, cfg.min_visible, packed.flip_pairs)
+        n = inst.labels.shape[0]
+        sem = semantic_mask(inst.points, inst.part_offsets, inst.inst_parts, inst.labels,
+                            inst.ignore, 32, 32, 2.0)
+        assert np.array_equal(batch["semantic"][j].numpy(), sem)
+        im = instance_masks(inst.points, inst.part_offsets, inst.inst_parts, 32, 32, 2.0)
+        assert np.array_equal(batch["inst_masks"][j, :n].numpy(), im)
+        assert not batch["inst_masks"][j, n:].any()
+        keep = ~inst.ignore
+        f = fcos(inst.boxes[keep], inst.labels[keep], 64, 64, len(packed.classes), strides=(8, 16),
+                 size_ranges=SR)
+        for k, v in f.items():
+            assert np.array_equal(batch[k][j].numpy(), v), k
+        kp = inst.keypoints[keep].copy() if inst.keypoints is not None else np.zeros((0, K, 3), np.float32)
+        kp[..., :2] /= 4
+        t = keypoint_targets(inst.boxes[keep] / 4, kp, 16, 16, max_objs=8)
+        for k, v in t.items():
+            assert np.array_equal(batch[k][j].numpy(), v), k
