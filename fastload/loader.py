@@ -72,6 +72,8 @@ class SampleError(ValueError):
         where = f"sample index {index}"
         if sample_id is not None:
             where += f" (id {sample_id}, file {file_name!r})"
+        elif file_name is not None:
+            where += f" (in {file_name})"
         super().__init__(f"fastload: {where} failed while {stage}: "
                          f"{type(cause).__name__}: {cause}")
 
@@ -205,13 +207,25 @@ class _Builder:
         try:
             rec = self.ds[int(index)]
         except Exception as e:
-            raise SampleError(index, None, None, "reading the record", e) from e
+            raise SampleError(index, None, self._where(index), "reading the record", e) from e
         try:
             params = sample_params(self.cfg, self.seed, int(epoch), int(index),
                                    int(rec.height), int(rec.width))
         except Exception as e:
             raise SampleError(index, rec.id, rec.file_name, "drawing augmentation parameters", e) from e
         return rec, params
+
+    def _where(self, index):
+        """Best description of where a sample that could not be read lives."""
+        path = getattr(self.ds, "path", None)
+        try:
+            loc = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
+            files = getattr(self.ds, "_shard_files", None)
+            if files is not None:
+                return f"{files[loc[0]]}, record {loc[1]}"
+        except Exception:
+            pass
+        return None if path is None else str(path)
 
     def alloc(self, b: int) -> Dict[str, np.ndarray]:
         return {k: np.zeros((b,) + shape, dt) for k, (shape, dt) in self.fixed.items()}
@@ -252,18 +266,30 @@ class _Builder:
 
 # --------------------------------------------------------------------------- image backends
 class _CpuBackend:
-    """Fused Numba augmenter (fastload.augment.cpu.CpuAugmenter) -> CPU numpy (B,3,H,W)."""
+    """Fused Numba augmenter (fastload.augment.cpu), one sample per call on the loader's pool
+    (so a bad image is attributed to its sample and one pool serves images and targets)."""
+    per_sample = True
 
     def __init__(self, cfg, num_threads):
-        from fastload.augment.cpu import CpuAugmenter
-        self.aug = CpuAugmenter(cfg, num_threads)
+        from fastload.augment.cpu import CpuAugmenter, output_dtype
+        self.aug = CpuAugmenter(cfg, 1)
+        self.dtype = output_dtype(cfg.dtype)
+        self.out_size = cfg.out_size
 
-    def run(self, encoded, params):
-        return self.aug.run(encoded, params)
+    def alloc(self, b):
+        return np.empty((b, 3) + tuple(self.out_size), self.dtype)
+
+    def run_one(self, encoded, params, out_slot, name):
+        self.aug.run([encoded], [params], out=out_slot, names=[name])
+
+    def close(self):
+        self.aug.close()
 
 
 class _DaliBackend:
-    """The DALI pipeline of fastload.augment.dali (GPU with a device id, DALI CPU ops without)."""
+    """The DALI pipeline of fastload.augment.dali (GPU with a device id, DALI CPU ops
+    without), one call per batch; returns a torch tensor (on the GPU) or numpy array."""
+    per_sample = False
 
     def __init__(self, cfg, num_threads, batch_size, device_id):
         from fastload.augment import dali
@@ -272,6 +298,11 @@ class _DaliBackend:
 
     def run(self, encoded, params):
         return self.aug.run(encoded, params)
+
+    def close(self):
+        c = getattr(self.aug, "close", None)
+        if c is not None:
+            c()
 
 
 def _to_torch(a, device, dtype_name, torch):
@@ -297,10 +328,10 @@ def _stop_all():  # program end: stop every producer so nothing is left waiting
 class _Pipeline:
     """One epoch's producer thread and its bounded queue. Holds no reference to the iterator."""
 
-    def __init__(self, make_batch, batches, start, epoch, prefetch, read_ahead):
+    def __init__(self, loader_ref, batches, start, epoch, prefetch):
         self.q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
-        self._make_batch, self._read_ahead = make_batch, read_ahead
+        self._loader_ref = loader_ref  # weak: a blocked producer must not keep the loader alive
         self.thread = threading.Thread(target=self._run, args=(batches, start, epoch),
                                        name="fastload-producer", daemon=True)
         _LIVE.add(self)
@@ -317,17 +348,24 @@ class _Pipeline:
 
     def _run(self, batches, start, epoch):
         try:
-            ahead = self._read_ahead(batches[start], epoch) if start < len(batches) else None
+            ld = self._loader_ref()
+            if ld is None:
+                return
+            ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
+            del ld
             for k in range(start, len(batches)):
-                if self.stop.is_set():
+                ld = self._loader_ref()
+                if ld is None or self.stop.is_set():
                     return
                 cur = ahead
-                ahead = self._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
-                item = self._make_batch(batches[k], epoch, cur, self.stop)
+                ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
+                item = ld._make_batch(batches[k], epoch, cur, self.stop)
+                del ld, cur
                 if item is None:  # every sample of the batch was skipped
                     continue
                 if not self._put(("batch", k, item)):
                     return
+                del item
             self._put(("end", None, None))
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             self._put(("error", None, e))
@@ -352,8 +390,7 @@ class _LoaderIter:
         self._n = len(batches)
         self._epoch = epoch
         self._timeout = loader.timeout
-        self._pipe = _Pipeline(loader._make_batch, batches, start, epoch, loader.prefetch,
-                               loader._read_ahead)
+        self._pipe = _Pipeline(self._loader_ref, batches, start, epoch, loader.prefetch)
         self._fin = weakref.finalize(self, self._pipe.shutdown)
         self._done = False
 
@@ -386,13 +423,13 @@ class _LoaderIter:
         loader = self._loader_ref()
         if kind == "end":
             self.close()
-            if loader is not None and loader._active is self:
+            if loader is not None and loader._active_iter() is self:
                 loader._end_epoch(self._epoch)
             raise StopIteration
         if kind == "error":
             self.close()
             raise item
-        if loader is not None and loader._active is self:
+        if loader is not None and loader._active_iter() is self:
             loader._consumed = k + 1
         batch, ev = item
         if ev is not None:  # device copies were issued on the producer's stream
@@ -536,6 +573,7 @@ class DataLoader:
         self.targets = resolve_targets(targets, self.info)
         self._builder = _Builder(self.dataset, augment, self.targets, self.info, self.seed)
         self._backend_obj = None
+        self._backend_fin = None
         self._pool = None
         self._pool_fin = None
         self._lock = threading.Lock()
@@ -544,7 +582,7 @@ class DataLoader:
         self.epoch = 0
         self._consumed = 0       # batches of `epoch` already handed to the loop
         self._resume = 0         # first batch of the next iteration
-        self._active: Optional[_LoaderIter] = None
+        self._active = lambda: None  # weakref to the running iterator
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
@@ -583,28 +621,34 @@ class DataLoader:
         self._consumed = self._resume = int(state["batches_consumed"])
 
     def __iter__(self) -> _LoaderIter:
-        if self._active is not None:
-            self._active.close()
+        old = self._active()
+        if old is not None:
+            old.close()
         batches = _batches(self._indices(self.epoch), self.batch_size, self.drop_last)
         start = min(self._resume, len(batches))
         self._resume = 0
         self._consumed = start
         it = _LoaderIter(self, batches, start, self.epoch)
-        self._active = it
+        self._active = weakref.ref(it)
         return it
+
+    def _active_iter(self):
+        return self._active()
 
     def _end_epoch(self, epoch):
         if self.epoch == epoch:
             self.epoch, self._consumed, self._resume = epoch + 1, 0, 0
-        self._active = None
+        self._active = lambda: None
 
     def close(self) -> None:
         """Stop the running iteration and the thread pool (also done on deletion and at exit)."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
+        old = self._active()
+        if old is not None:
+            old.close()
         if self._pool_fin is not None:
             self._pool_fin()
+        if self._backend_fin is not None:
+            self._backend_fin()
 
     def __del__(self):
         try:
@@ -630,6 +674,7 @@ class DataLoader:
                     did = self.device.index if self.device.type == "cuda" else None
                     self._backend_obj = _DaliBackend(self.augment, self.num_threads,
                                                      self.batch_size, did)
+                self._backend_fin = weakref.finalize(self, self._backend_obj.close)
             return self._backend_obj
 
     def _read_ahead(self, idx: np.ndarray, epoch: int):
@@ -646,13 +691,11 @@ class DataLoader:
                     "error": str(err)})
         del lst[:-100]
 
-    def _run_images(self, recs, params):
-        """Images of the good samples; on failure, find the bad ones one by one."""
-        backend = self._get_backend()
-        enc = [r.image_bytes for r in recs]
+    def _run_images_batch(self, backend, recs, params):
+        """Batch backend (DALI): images of all samples; on failure, find the bad ones."""
         try:
-            return backend.run(enc, params), []
-        except Exception as batch_err:
+            return backend.run([r.image_bytes for r in recs], params), []
+        except Exception:
             bad = []
             for j, (r, p) in enumerate(zip(recs, params)):
                 try:
@@ -663,11 +706,19 @@ class DataLoader:
                 raise
             return None, bad
 
+    def _sample_cpu(self, backend, index, rec, params, img_slot, views):
+        """One sample on the pool: image into its slot, then instances and targets."""
+        try:
+            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
+        except Exception as e:
+            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
+        return self._builder.instances(index, rec, params, views)
+
     def _make_batch(self, idx: np.ndarray, epoch: int, read_futs, stop: threading.Event):
-        import torch
         b = self._builder
         pool = self._get_pool()
-        # 1. records + params (submitted ahead)
+        backend = self._get_backend()
+        # 1. records + params (submitted one batch ahead)
         ok_idx, recs, params = [], [], []
         for i, f in zip(idx, read_futs):
             try:
@@ -678,40 +729,46 @@ class DataLoader:
             ok_idx.append(int(i))
             recs.append(rec)
             params.append(p)
-        # 2. instances + targets on the pool, images here, concurrently
-        while True:
-            fixed = b.alloc(len(recs))
-            views = [{k: v[j] for k, v in fixed.items()} for j in range(len(recs))]
-            futs = [pool.submit(b.instances, i, r, p, vw)
-                    for i, r, p, vw in zip(ok_idx, recs, params, views)]
-            images, bad = (self._run_images(recs, params) if recs else (None, []))
-            per, bad_t = [], []
+        # 2. images + instances + targets; on a failure drop the bad samples and redo the
+        #    batch (rare; keeps batch content a function of the good samples only)
+        while recs:
+            n = len(recs)
+            fixed = b.alloc(n)
+            views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(n)]
+            errs = []
+            if backend.per_sample:
+                images = backend.alloc(n)
+                futs = [pool.submit(self._sample_cpu, backend, i, r, p, images[j:j + 1], vw)
+                        for j, (i, r, p, vw) in enumerate(zip(ok_idx, recs, params, views))]
+            else:
+                futs = [pool.submit(b.instances, i, r, p, vw)
+                        for i, r, p, vw in zip(ok_idx, recs, params, views)]
+                images, bad = self._run_images_batch(backend, recs, params)
+                errs += [(j, SampleError(ok_idx[j], recs[j].id, recs[j].file_name,
+                                         "decoding / augmenting the image", e)) for j, e in bad]
+            per = []
             for j, f in enumerate(futs):
                 try:
                     per.append(f.result())
                 except SampleError as e:
-                    bad_t.append((j, e))
+                    errs.append((j, e))
                     per.append(None)
-            errs = [(j, SampleError(ok_idx[j], recs[j].id, recs[j].file_name,
-                                    "decoding / augmenting the image", e)) for j, e in bad]
-            errs += bad_t
             if not errs:
                 break
             errs.sort(key=lambda x: x[0])
-            drop = sorted({j for j, _ in errs})
-            seen = set()
+            drop = set()
             for j, e in errs:
-                if j not in seen:
-                    seen.add(j)
+                if j not in drop:
+                    drop.add(j)
                     self._fail(e)  # raises under on_error="raise"
-            keep = [j for j in range(len(recs)) if j not in set(drop)]
+            keep = [j for j in range(n) if j not in drop]
             ok_idx = [ok_idx[j] for j in keep]
             recs = [recs[j] for j in keep]
             params = [params[j] for j in keep]
-            # rebuild without the bad samples (rare path; keeps batch content deterministic)
         if not recs:
             self.stats["skipped_batches"] += 1
             return None
+        import torch
         # 3. collate
         out: Dict[str, Any] = {}
         out["image"] = _to_torch(images, self.device, self.augment.dtype, torch)
@@ -719,7 +776,15 @@ class DataLoader:
         out["num_instances"] = np.asarray([s["labels"].shape[0] for s in per], np.int64)
         var_keys = [k for k in per[0] if k not in fixed]
         for k in var_keys:
-            out[k] = _pad_stack_np([s[k] for s in per], PAD_VALUES.get(k, 0))
+            arrs = [s[k] for s in per]
+            if k not in INSTANCE_KEYS:  # FunctionTarget outputs: same shape every sample
+                shapes = {a.shape for a in arrs}
+                if len(shapes) > 1:
+                    raise ValueError(f"target key {k!r} has different shapes across samples "
+                                     f"{sorted(shapes)}; a FunctionTarget must return fixed shapes")
+                out[k] = np.stack(arrs)
+            else:
+                out[k] = _pad_stack_np(arrs, PAD_VALUES.get(k, 0))
         out.update(fixed)
         self.stats["batches"] += 1
         self.stats["samples"] += len(recs)
@@ -789,7 +854,7 @@ class TorchDataset(torch.utils.data.Dataset):
             self._aug, self._pid = CpuAugmenter(self.augment, 1), os.getpid()
         rec, p = self._builder.read(i, self.epoch)
         fixed = self._builder.alloc(1)
-        per = self._builder.instances(i, rec, p, {k: v[0] for k, v in fixed.items()})
+        per = self._builder.instances(i, rec, p, fixed)
         try:
             img = self._aug.run([rec.image_bytes], [p])
         except Exception as e:

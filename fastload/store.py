@@ -164,6 +164,59 @@ def load_manifest(path) -> dict:
     return m
 
 
+# Process-wide cache of open read-only environments, keyed by shard path. LMDB (and
+# py-lmdb) refuse to open one file twice in a process, so all Dataset objects share it.
+# After a fork the child closes the handles it inherited (its own copies: the parent's
+# stay valid) and opens its own on first use, so no environment is used across a fork.
+_ENVS: Dict[str, lmdb.Environment] = {}
+_ENVS_LOCK = threading.Lock()
+_ENVS_PID = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _ENVS_LOCK, _ENVS_PID
+    _ENVS_LOCK = threading.Lock()  # a lock held by another thread at fork time stays held
+    inherited = list(_ENVS.values())
+    _ENVS.clear()
+    _ENVS_PID = os.getpid()
+    for env in inherited:
+        try:
+            env.close()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def open_env(path: str) -> lmdb.Environment:
+    """The read-only environment of shard file ``path`` for this process (opened lazily,
+    ``lock=False``, ``readahead=False``; cached process-wide)."""
+    env = _ENVS.get(path)
+    if env is not None and _ENVS_PID == os.getpid():
+        return env
+    with _ENVS_LOCK:
+        if _ENVS_PID != os.getpid():  # forked without the at-fork hook (should not happen)
+            _after_fork_in_child()
+        env = _ENVS.get(path)
+        if env is None:
+            try:
+                env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
+                                meminit=False, max_readers=2048, max_spare_txns=64)
+            except lmdb.Error as e:
+                raise StoreError(f"{path}: cannot open shard: {e}") from None
+            _ENVS[path] = env
+        return env
+
+
+def close_env(path: str) -> None:
+    with _ENVS_LOCK:
+        env = _ENVS.pop(path, None)
+    if env is not None:
+        env.close()
+
+
 class Dataset:
     """A packed dataset: ``len(ds)``, ``ds[i]`` -> :class:`fastload.record.Record`.
 
@@ -191,27 +244,15 @@ class Dataset:
         sk = m.get("skeleton")
         self.skeleton = [tuple(p) for p in sk] if sk is not None else None
         self.source_format: str = m.get("source_format", "")
-        self._shard_files = [str(self.path / s["file"]) for s in m["shards"]]
+        self._shard_files = [os.path.realpath(self.path / s["file"]) for s in m["shards"]]
         counts = [int(s["count"]) for s in m["shards"]]
         self._starts = [0]
         for c in counts:
             self._starts.append(self._starts[-1] + c)
         self._len = self._starts[-1]
-        self._lock = threading.Lock()
-        self._pid = None
-        self._envs: List[Optional[lmdb.Environment]] = []
 
-    # ---- pickling (spawn workers): never carry open environments
-    def __getstate__(self):
-        d = self.__dict__.copy()
-        d["_envs"] = []
-        d["_pid"] = None
-        d["_lock"] = None
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self._lock = threading.Lock()
+    # pickling (spawn workers) carries only the path, manifest and offsets: environments
+    # live in the process-wide cache below, never in the object
 
     def __len__(self) -> int:
         return self._len
@@ -226,25 +267,7 @@ class Dataset:
 
     # ---- environments
     def _env(self, s: int) -> lmdb.Environment:
-        pid = os.getpid()
-        if self._pid != pid:  # first use, or we are a forked child: drop inherited handles
-            with self._lock:
-                if self._pid != pid:
-                    self._envs = [None] * len(self._shard_files)
-                    self._pid = pid
-        env = self._envs[s]
-        if env is None:
-            with self._lock:
-                env = self._envs[s]
-                if env is None:
-                    try:
-                        env = lmdb.open(self._shard_files[s], subdir=False, readonly=True,
-                                        lock=False, readahead=False, meminit=False,
-                                        max_readers=2048, max_spare_txns=64)
-                    except lmdb.Error as e:
-                        raise StoreError(f"{self._shard_files[s]}: cannot open shard: {e}") from None
-                    self._envs[s] = env
-        return env
+        return open_env(self._shard_files[s])
 
     def locate(self, i: int):
         """Global index -> (shard, local index). Negative indices count from the end."""
@@ -307,13 +330,11 @@ class Dataset:
                     yield self._starts[s] + decode_key(k), v
 
     def close(self) -> None:
-        """Close this process's environments (they re-open lazily on the next read)."""
-        with self._lock:
-            if self._pid == os.getpid():
-                for env in self._envs:
-                    if env is not None:
-                        env.close()
-            self._envs = [None] * len(self._shard_files)
+        """Close this process's environments of this dataset's shards (shared with other
+        Dataset objects of the same directory; they re-open lazily on the next read).
+        Do not call while another thread is reading."""
+        for f in self._shard_files:
+            close_env(f)
 
     def __enter__(self):
         return self

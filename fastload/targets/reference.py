@@ -174,3 +174,198 @@ def centernet_python(boxes, labels, num_classes, out_h, out_w, max_objs=128,
         reg[k, 1] = cy - iy
         reg_mask[k] = 1
     return {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}
+
+
+# ----------------------------------------------------------------------------- keypoints
+def keypoints_reference(boxes, keypoints, out_h, out_w, max_objs=128, radius="centernet",
+                        coords="continuous"):
+    """multi_pose.py's keypoint loop, NumPy per joint (same signature/outputs as
+    :func:`fastload.targets.keypoint_targets`)."""
+    if radius not in ("centernet", "corrected") or coords not in ("continuous", "centernet"):
+        raise ValueError(f"bad radius/coords: {radius!r}, {coords!r}")
+    out_h = check_size("out_h", out_h)
+    out_w = check_size("out_w", out_w)
+    max_objs = check_size("max_objs", max_objs, 0)
+    boxes = check_boxes(boxes)
+    kp_all = np.asarray(keypoints, np.float32)
+    if kp_all.ndim != 3 or kp_all.shape[0] != len(boxes) or kp_all.shape[2] != 3:
+        raise ValueError(f"keypoints must have shape ({len(boxes)}, J, 3), got {kp_all.shape}")
+    if not np.isfinite(kp_all).all():
+        raise ValueError("keypoints contains NaN or inf")
+    num_joints = kp_all.shape[1]
+    xmax = out_w if coords == "continuous" else out_w - 1
+    ymax = out_h if coords == "continuous" else out_h - 1
+    hm_hp = np.zeros((num_joints, out_h, out_w), dtype=np.float32)
+    kps = np.zeros((max_objs, num_joints * 2), dtype=np.float32)
+    kps_mask = np.zeros((max_objs, num_joints * 2), dtype=np.uint8)
+    hp_offset = np.zeros((max_objs * num_joints, 2), dtype=np.float32)
+    hp_ind = np.zeros((max_objs * num_joints), dtype=np.int64)
+    hp_mask = np.zeros((max_objs * num_joints), dtype=np.uint8)
+    for k in range(min(len(boxes), max_objs)):
+        bbox = boxes[k].copy()
+        pts = kp_all[k].copy()
+        bbox[[0, 2]] = np.clip(bbox[[0, 2]], 0, xmax)
+        bbox[[1, 3]] = np.clip(bbox[[1, 3]], 0, ymax)
+        h, w = bbox[3] - bbox[1], bbox[2] - bbox[0]
+        if h > 0 and w > 0:
+            ct = np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2], dtype=np.float32)
+            ct_int = np.minimum(ct.astype(np.int32), [out_w - 1, out_h - 1]).astype(np.int32)
+            hp_radius = gaussian_radius_reference((math.ceil(h), math.ceil(w)), mode=radius)
+            hp_radius = max(0, int(hp_radius))
+            for j in range(num_joints):
+                if pts[j, 2] > 0:
+                    if pts[j, 0] >= 0 and pts[j, 0] < out_w and pts[j, 1] >= 0 and pts[j, 1] < out_h:
+                        kps[k, j * 2: j * 2 + 2] = pts[j, :2] - ct_int
+                        kps_mask[k, j * 2: j * 2 + 2] = 1
+                        pt_int = pts[j, :2].astype(np.int32)
+                        hp_offset[k * num_joints + j] = pts[j, :2] - pt_int
+                        hp_ind[k * num_joints + j] = pt_int[1] * out_w + pt_int[0]
+                        hp_mask[k * num_joints + j] = 1
+                        draw_umich_gaussian(hm_hp[j], pt_int, hp_radius)
+    return {"hp_hm": hm_hp, "hp_offset": hp_offset, "hp_ind": hp_ind, "hp_mask": hp_mask,
+            "hp_kps": kps, "hp_kps_mask": kps_mask}
+
+
+# ----------------------------------------------------------------------------- FCOS
+def fcos_reference(boxes, labels, img_h, img_w, num_classes=None, strides=(8, 16, 32, 64, 128),
+                   size_ranges=((0, 64), (64, 128), (128, 256), (256, 512), (512, np.inf)),
+                   center_sampling_radius=0.0, norm_reg=False):
+    """FCOS compute_targets_for_locations, dense NumPy over (locations x boxes), float32."""
+    boxes = check_boxes(boxes)
+    labels = check_labels(labels, len(boxes), num_classes)
+    locs, lvl = [], []
+    for li, s in enumerate(strides):
+        h, w = -(-img_h // s), -(-img_w // s)
+        shifts_x = np.arange(0, w * s, s, dtype=np.float32)
+        shifts_y = np.arange(0, h * s, s, dtype=np.float32)
+        shift_y, shift_x = np.meshgrid(shifts_y, shifts_x, indexing="ij")
+        locs.append(np.stack([shift_x.ravel(), shift_y.ravel()], 1) + np.float32(s // 2))
+        lvl.append(np.full(h * w, li))
+    locs = np.concatenate(locs).astype(np.float32)
+    lvl = np.concatenate(lvl)
+    L = len(locs)
+    INF = np.float64(1e300)
+    if len(boxes) == 0:
+        return {"fcos_labels": np.zeros(L, np.int64), "fcos_ltrb": np.zeros((L, 4), np.float32),
+                "fcos_centerness": np.zeros(L, np.float32)}
+    xs, ys = locs[:, 0], locs[:, 1]
+    l = xs[:, None] - boxes[:, 0][None]
+    t = ys[:, None] - boxes[:, 1][None]
+    r = boxes[:, 2][None] - xs[:, None]
+    b = boxes[:, 3][None] - ys[:, None]
+    reg = np.stack([l, t, r, b], 2)
+    if center_sampling_radius > 0:
+        cx = (boxes[:, 0] + boxes[:, 2]) / np.float32(2)
+        cy = (boxes[:, 1] + boxes[:, 3]) / np.float32(2)
+        st = np.array(strides, np.float32)[lvl][:, None] * np.float32(center_sampling_radius)
+        x1 = np.maximum(cx[None] - st, boxes[None, :, 0])
+        y1 = np.maximum(cy[None] - st, boxes[None, :, 1])
+        x2 = np.minimum(cx[None] + st, boxes[None, :, 2])
+        y2 = np.minimum(cy[None] + st, boxes[None, :, 3])
+        cb = np.stack([xs[:, None] - x1, ys[:, None] - y1, x2 - xs[:, None], y2 - ys[:, None]], 2)
+        inside = cb.min(2) > 0
+    else:
+        inside = reg.min(2) > 0
+    mx = reg.max(2)
+    lo = np.array([a for a, _ in size_ranges], np.float32)[lvl][:, None]
+    hi = np.array([c for _, c in size_ranges], np.float32)[lvl][:, None]
+    cared = (mx >= lo) & (mx <= hi)
+    area = (boxes[:, 2].astype(np.float64) - boxes[:, 0]) * (boxes[:, 3].astype(np.float64) - boxes[:, 1])
+    a = np.repeat(area[None], L, 0)
+    a[~inside] = INF
+    a[~cared] = INF
+    best = a.argmin(1)
+    pos = a[np.arange(L), best] < INF
+    ltrb = reg[np.arange(L), best]
+    ltrb[~pos] = 0
+    lab = np.where(pos, labels[best] + 1, 0).astype(np.int64)
+    lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.sqrt((lr.min(1) / lr.max(1)) * (tb.min(1) / tb.max(1)))
+    c = np.where(pos, c, 0).astype(np.float32)
+    if norm_reg:
+        ltrb = ltrb / np.array(strides, np.float32)[lvl][:, None]
+    return {"fcos_labels": lab, "fcos_ltrb": ltrb.astype(np.float32), "fcos_centerness": c}
+
+
+# ----------------------------------------------------------------------------- masks
+def semantic_mask_reference(points, part_offsets, inst_parts, labels, ignore, out_h, out_w,
+                            stride=1.0):
+    """Per-pixel crossing tests in Python (fill_polygon_reference), same order as the kernel."""
+    pts, po, ip = check_polygons(points, part_offsets, inst_parts)
+    n = len(ip) - 1
+    labels = check_labels(labels, n, 254)
+    ignore = np.zeros(n, bool) if ignore is None else np.asarray(ignore, bool)
+    mask = np.zeros((out_h, out_w), np.uint8)
+    order = [k for k in range(n) if not ignore[k]] + [k for k in range(n) if ignore[k]]
+    for k in order:
+        value = 255 if ignore[k] else int(labels[k]) + 1
+        for p in range(ip[k], ip[k + 1]):
+            fill_polygon_reference(mask, pts[po[p]:po[p + 1]], value, stride)
+    return mask
+
+
+def instance_masks_reference(points, part_offsets, inst_parts, out_h, out_w, stride=1.0,
+                             max_instances=None):
+    pts, po, ip = check_polygons(points, part_offsets, inst_parts)
+    n = len(ip) - 1
+    M = n if max_instances is None else max_instances
+    masks = np.zeros((M, out_h, out_w), np.uint8)
+    for k in range(min(n, M)):
+        for p in range(ip[k], ip[k + 1]):
+            fill_polygon_reference(masks[k], pts[po[p]:po[p + 1]], 1, stride)
+    return masks
+
+
+def masks_reference(points, part_offsets, inst_parts, labels, ignore, out_h, out_w, stride=1.0,
+                    max_instances=None):
+    """(semantic, instance masks) references."""
+    return (semantic_mask_reference(points, part_offsets, inst_parts, labels, ignore, out_h, out_w, stride),
+            instance_masks_reference(points, part_offsets, inst_parts, out_h, out_w, stride, max_instances))
+
+
+# ----------------------------------------------------------------------------- boxes
+def boxes_reference(points, part_offsets, inst_parts):
+    """Tight boxes with Python min/max over each instance's vertices."""
+    pts, po, ip = check_polygons(points, part_offsets, inst_parts)
+    out = np.zeros((len(ip) - 1, 4), np.float32)
+    for k in range(len(ip) - 1):
+        v = pts[po[ip[k]]:po[ip[k + 1]]]
+        if len(v):
+            out[k] = [v[:, 0].min(), v[:, 1].min(), v[:, 0].max(), v[:, 1].max()]
+    return out
+
+
+def centers_reference(points, part_offsets, inst_parts, mode="box"):
+    """Box centers, or area centroids (parts weighted by |area|; box center if degenerate)."""
+    pts, po, ip = check_polygons(points, part_offsets, inst_parts)
+    boxes = boxes_reference(points, part_offsets, inst_parts)
+    out = np.zeros((len(ip) - 1, 2), np.float32)
+    for k in range(len(ip) - 1):
+        if po[ip[k + 1]] == po[ip[k]]:
+            continue
+        bx = np.float32((np.float64(boxes[k, 0]) + boxes[k, 2]) / 2)
+        by = np.float32((np.float64(boxes[k, 1]) + boxes[k, 3]) / 2)
+        out[k] = bx, by
+        if mode != "centroid":
+            continue
+        size = max(float(boxes[k, 2]) - float(boxes[k, 0]), float(boxes[k, 3]) - float(boxes[k, 1]), 1e-30)
+        tot, sx, sy = 0.0, 0.0, 0.0
+        for p in range(ip[k], ip[k + 1]):
+            v = pts[po[p]:po[p + 1]].astype(np.float64)
+            if len(v) < 3:
+                continue
+            x, y = v[:, 0], v[:, 1]
+            xn, yn = np.roll(x, -1), np.roll(y, -1)
+            cr = x * yn - xn * y
+            a = cr.sum() / 2
+            if abs(2 * a) <= 1e-7 * size * size:
+                continue
+            cx = ((x + xn) * cr).sum() / (6 * a)
+            cy = ((y + yn) * cr).sum() / (6 * a)
+            tot += abs(a)
+            sx += abs(a) * cx
+            sy += abs(a) * cy
+        if tot > 0:
+            out[k] = sx / tot, sy / tot
+    return out

@@ -18,6 +18,7 @@ pixel (i, j) covers output pixels [j*s, (j+1)*s) x [i*s, (i+1)*s).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -34,6 +35,12 @@ class DatasetInfo:
     classes: List[str] = field(default_factory=list)
     num_keypoints: int = 0
     flip_pairs: List[Tuple[int, int]] = field(default_factory=list)
+
+
+def _mod(name):
+    """A kernel module of fastload.targets (the package re-exports functions of the same
+    names, so ``from fastload.targets import fcos`` would give the function)."""
+    return importlib.import_module(f"fastload.targets.{name}")
 
 
 def _map_size(out_size, stride) -> Tuple[int, int]:
@@ -56,8 +63,10 @@ class TargetSpec:
         return {}
 
     def fill(self, out: Dict[str, np.ndarray], inst, out_size) -> Optional[Dict[str, np.ndarray]]:
-        """Fill this sample's slots ``out[key]`` (zeroed views of the batch arrays); return
-        variable-size arrays (first dim = number of instances), if any."""
+        """Fill this sample's slots: ``out[key]`` is a zeroed view of the batch array with a
+        leading dimension of 1 (``batch[key][b:b+1]``), so the kernels' ``*_into(out, 0, ...)``
+        forms write straight into the batch. Return variable-size arrays (first dim = number
+        of instances), if any."""
         raise NotImplementedError
 
 
@@ -98,32 +107,26 @@ class CenterNetTarget(TargetSpec):
                 "reg": ((m, 2), "float32"), "ind": ((m,), "int64"), "reg_mask": ((m,), "uint8")}
 
     def fill(self, out, inst, out_size):
-        from fastload import targets as T
-        h, w = _map_size(out_size, self.stride)
+        T = _mod("centernet")
         keep = _kept(inst)
         boxes = np.ascontiguousarray(np.asarray(inst.boxes, np.float32)[keep] / np.float32(self.stride))
         labels = np.ascontiguousarray(np.asarray(inst.labels)[keep]).astype(np.int64)
-        into = getattr(T, "centernet_into", None)
-        if into is not None:
-            into(boxes, labels, self.num_classes, out["hm"], out["wh"], out["reg"], out["ind"],
-                 out["reg_mask"], self.radius)
-        else:
-            r = T.centernet(boxes, labels, self.num_classes, h, w, max_objs=self.max_objs,
-                            radius=self.radius)
-            for k in ("hm", "wh", "reg", "ind", "reg_mask"):
-                out[k][...] = r[k]
+        T.centernet_into(out, 0, boxes, labels, radius=self.radius, coords="continuous")
         return None
 
 
 @dataclass
 class MaskTarget(TargetSpec):
-    """Polygon masks at ``stride``: ``semantic`` (h,w) uint8 (class id + 1, 0 background,
-    255 ignore regions) and ``inst_masks`` (M,h,w) uint8 (1 inside instance m, aligned with
-    ``boxes[m]``; ignore instances get an all-zero mask... see the targets module).
+    """Polygon masks at ``stride`` (:func:`fastload.targets.semantic_mask` /
+    :func:`~fastload.targets.instance_masks`): ``semantic`` (h,w) uint8 (class id + 1,
+    0 background, 255 ignore regions; later instances over earlier) and ``inst_masks``
+    (M,h,w) uint8 (1 inside instance m, aligned with ``boxes[m]``, ignore instances
+    included; the batch's ``ignore`` says which they are).
 
-    A map pixel is inside when its center is (even-odd rule, DESIGN.md convention).
-    ``max_instances``: None pads ``inst_masks`` to the batch's largest instance count
-    (same M as ``boxes``); an int fixes M (later instances dropped from the masks).
+    A map pixel is inside when its center is (even-odd rule per part, union of parts,
+    DESIGN.md convention). ``max_instances``: None pads ``inst_masks`` to the batch's
+    largest instance count (the same M as ``boxes``); an int fixes M (instances beyond
+    it get no mask).
     """
     stride: int = 4
     instance: bool = True
@@ -134,6 +137,9 @@ class MaskTarget(TargetSpec):
     def bind(self, info):
         if not (self.instance or self.semantic):
             raise ValueError("MaskTarget: enable instance and/or semantic")
+        if self.semantic and info.num_classes > 254:
+            raise ValueError(f"MaskTarget: a uint8 semantic map holds at most 254 classes, "
+                             f"the dataset has {info.num_classes}; use semantic=False")
         return dataclasses.replace(self)
 
     def fixed_shapes(self, out_size):
@@ -146,86 +152,72 @@ class MaskTarget(TargetSpec):
         return d
 
     def fill(self, out, inst, out_size):
-        from fastload import targets as T
+        T = _mod("masks")
         h, w = _map_size(out_size, self.stride)
-        pts = np.ascontiguousarray(inst.points, np.float32)
-        po = np.ascontiguousarray(inst.part_offsets, np.int32)
-        ip = np.ascontiguousarray(inst.inst_parts, np.int32)
+        pts, po, ip = inst.points, inst.part_offsets, inst.inst_parts
         if self.semantic:
-            T.semantic_mask_into(out["semantic"], pts, po, ip, np.asarray(inst.labels, np.int32),
-                                 np.asarray(inst.ignore, bool), float(self.stride))
+            T.semantic_mask(pts, po, ip, inst.labels, np.asarray(inst.ignore, bool), h, w,
+                            float(self.stride), out=out["semantic"][0])
         if not self.instance:
             return None
-        n = int(np.asarray(inst.labels).shape[0])
         if self.max_instances is not None:
-            m = min(n, int(self.max_instances))
-            T.instance_masks_into(out["inst_masks"][:m], pts, po, ip[:m + 1], float(self.stride))
+            T.instance_masks(pts, po, ip, h, w, float(self.stride), int(self.max_instances),
+                             out=out["inst_masks"][0])
             return None
-        masks = np.zeros((n, h, w), np.uint8)
-        T.instance_masks_into(masks, pts, po, ip, float(self.stride))
-        return {"inst_masks": masks}
-
-
-class _GenericTarget(TargetSpec):
-    """A spec whose kernel returns a dict of fixed-shape arrays; shapes found by one call
-    on zero instances."""
-    _shapes = None
-
-    def _compute(self, inst, out_size) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def fixed_shapes(self, out_size):
-        if self._shapes is None or self._shapes[0] != tuple(out_size):
-            from fastload.augment.geometry import TransformedInstances
-            empty = TransformedInstances(
-                points=np.zeros((0, 2), np.float32), part_offsets=np.zeros(1, np.int32),
-                inst_parts=np.zeros(1, np.int32), labels=np.zeros(0, np.int32),
-                boxes=np.zeros((0, 4), np.float32), ignore=np.zeros(0, bool),
-                keypoints=None, src_index=np.zeros(0, np.int32))
-            r = self._compute(empty, out_size)
-            self._shapes = (tuple(out_size), {k: (v.shape, v.dtype.str) for k, v in r.items()})
-        return dict(self._shapes[1])
-
-    def fill(self, out, inst, out_size):
-        r = self._compute(inst, out_size)
-        for k, v in r.items():
-            out[k][...] = v
-        return None
+        return {"inst_masks": T.instance_masks(pts, po, ip, h, w, float(self.stride))}
 
 
 @dataclass
-class FCOSTarget(_GenericTarget):
-    """FCOS targets over the FPN levels (keys prefixed ``fcos_``, layout of
-    :func:`fastload.targets.fcos`): per location the class, the l,t,r,b distances and the
-    centerness; a location inside several boxes takes the smallest one."""
+class FCOSTarget(TargetSpec):
+    """FCOS targets (:func:`fastload.targets.fcos`): ``fcos_labels`` (L,) int64 (class + 1,
+    0 background), ``fcos_ltrb`` (L,4) float32, ``fcos_centerness`` (L,) float32, over the
+    locations of all FPN levels concatenated (L = ``fcos_num_locations(H, W, strides)``).
+    Boxes are the transformed instances' boxes in output-image pixels; ignore regions
+    produce no positives."""
     strides: Tuple[int, ...] = (8, 16, 32, 64, 128)
-    size_ranges: Tuple[float, ...] = (0, 64, 128, 256, 512, float("inf"))
-    center_sampling: Optional[float] = None
+    size_ranges: Optional[Tuple[Tuple[float, float], ...]] = None  # None: FCOS's defaults
+    center_sampling_radius: float = 0.0
+    norm_reg: bool = False
     num_classes: Optional[int] = None
     name = "fcos"
 
     def bind(self, info):
-        nc = self.num_classes if self.num_classes is not None else info.num_classes
-        return dataclasses.replace(self, num_classes=int(nc or 0))
+        nc = self.num_classes if self.num_classes is not None else (info.num_classes or None)
+        if self.size_ranges is None and tuple(self.strides) != (8, 16, 32, 64, 128):
+            raise ValueError("FCOSTarget: with non-default strides give size_ranges too "
+                             "(one (lo, hi) pair per stride)")
+        return dataclasses.replace(self, num_classes=nc)
 
-    def _compute(self, inst, out_size):
-        from fastload import targets as T
+    def _kw(self):
+        T = _mod("fcos")
+        return dict(strides=tuple(self.strides),
+                    size_ranges=T.SIZE_RANGES if self.size_ranges is None else tuple(self.size_ranges))
+
+    def fixed_shapes(self, out_size):
+        T = _mod("fcos")
+        a = T.alloc_fcos(1, out_size[0], out_size[1], strides=tuple(self.strides))
+        return {k: (v.shape[1:], v.dtype.str) for k, v in a.items()}
+
+    def fill(self, out, inst, out_size):
+        T = _mod("fcos")
         keep = _kept(inst)
-        r = T.fcos(np.ascontiguousarray(np.asarray(inst.boxes, np.float32)[keep]),
-                   np.ascontiguousarray(np.asarray(inst.labels)[keep]).astype(np.int64),
-                   out_size[0], out_size[1], strides=tuple(self.strides),
-                   size_ranges=tuple(self.size_ranges), center_sampling=self.center_sampling)
-        return {(k if k.startswith("fcos_") else "fcos_" + k): v for k, v in r.items()}
+        T.fcos_into(out, 0, np.ascontiguousarray(inst.boxes[keep]), inst.labels[keep],
+                    out_size[0], out_size[1], self.num_classes,
+                    center_sampling_radius=self.center_sampling_radius, norm_reg=self.norm_reg,
+                    **self._kw())
+        return None
 
 
 @dataclass
-class KeypointTarget(_GenericTarget):
-    """Keypoint heatmaps at ``stride`` (keys prefixed ``hp_``, layout of
-    :func:`fastload.targets.keypoint_heatmaps`): per-keypoint gaussians (visible
-    keypoints only) and offsets. Needs a dataset with keypoints."""
+class KeypointTarget(TargetSpec):
+    """CenterNet multi_pose keypoint targets at ``stride``
+    (:func:`fastload.targets.keypoint_targets`): ``hp_hm`` (K,h,w), ``hp_offset``
+    (max_objs*K,2), ``hp_ind``, ``hp_mask``, ``hp_kps`` (max_objs,2K), ``hp_kps_mask``.
+    Objects are the non-ignore instances in order, like :class:`CenterNetTarget` (use the
+    same ``max_objs`` so object k is the same in both). Needs a dataset with keypoints."""
     stride: int = 4
-    max_objs: int = 32
-    sigma: Optional[float] = None
+    max_objs: int = 128
+    radius: str = "centernet"
     num_keypoints: Optional[int] = None
     name = "keypoints"
 
@@ -236,19 +228,25 @@ class KeypointTarget(_GenericTarget):
                              "(manifest keypoint_names is empty); pass num_keypoints=K")
         return dataclasses.replace(self, num_keypoints=int(k))
 
-    def _compute(self, inst, out_size):
-        from fastload import targets as T
+    def fixed_shapes(self, out_size):
+        T = _mod("keypoints")
         h, w = _map_size(out_size, self.stride)
+        a = T.alloc_keypoints(1, self.num_keypoints, h, w, self.max_objs)
+        return {k: (v.shape[1:], v.dtype.str) for k, v in a.items()}
+
+    def fill(self, out, inst, out_size):
+        T = _mod("keypoints")
         keep = _kept(inst)
         n = int(keep.sum())
-        kps = (np.zeros((n, self.num_keypoints, 3), np.float32) if inst.keypoints is None
-               else np.asarray(inst.keypoints, np.float32)[keep])
-        kps = kps.copy()
+        K = self.num_keypoints
+        kps = np.zeros((n, K, 3), np.float32)
+        if inst.keypoints is not None:
+            src = np.asarray(inst.keypoints, np.float32)[keep]
+            kps[:, :src.shape[1]] = src[:, :K]
         kps[..., :2] /= np.float32(self.stride)
         boxes = np.asarray(inst.boxes, np.float32)[keep] / np.float32(self.stride)
-        r = T.keypoint_heatmaps(np.ascontiguousarray(kps), np.ascontiguousarray(boxes), h, w,
-                                max_objs=self.max_objs)
-        return {(k if k.startswith("hp_") else "hp_" + k): v for k, v in r.items()}
+        T.keypoint_targets_into(out, 0, boxes, kps, radius=self.radius)
+        return None
 
 
 class FunctionTarget(TargetSpec):

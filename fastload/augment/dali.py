@@ -1,0 +1,255 @@
+"""The DALI augmentation pipeline: encoded bytes + per-sample parameters in, NCHW torch out.
+
+    aug = DaliAugmenter(cfg, batch_size=32, device_id=0)        # GPU ("mixed" decode)
+    aug = DaliAugmenter(cfg, batch_size=8, device_id=None)      # DALI CPU operators
+    params = [sample_params(cfg, seed, epoch, i, h, w) for ...]
+    images = aug.run(encoded_list, params)                       # torch (B, 3, H, W) cfg.dtype
+
+Per sample, in this order (BRIEF.md "Image augmentation semantics"):
+
+1. decode to HWC uint8 RGB (``device="mixed"`` with a GPU, ``"cpu"`` otherwise);
+2. ONE ``fn.warp_affine`` with the 2x3 part of ``params.matrix`` (source -> output,
+   ``inverse_map=False``), bilinear, ``fill_value=cfg.pad_value``, size ``cfg.out_size``;
+   output pixel (i, j) samples the source at M^-1 (j + .5, i + .5) (continuous coords);
+   result rounded to uint8;
+3. ``fn.hue(hue=params.hue_deg)`` (YIQ rotation, DALI's definition), uint8;
+4. shadow: ``img * (1 - mask * (1 - darkness))`` with ``mask`` the full-resolution uint8
+   (H, W, 1) :func:`fastload.augment.params.shadow_mask` fed as an external input, rounded
+   back to uint8 (DALI's float->int cast: round to nearest, saturate);
+5. ``fn.noise.gaussian(stddev=params.noise_sigma)`` on uint8 (adds N(0, sigma), rounds,
+   clamps to [0, 255]);
+6. ``fn.crop_mirror_normalize`` to CHW ``(v - mean) / std`` in float32 / float16
+   (bfloat16: float32 in DALI, converted by torch); uint8: a plain HWC->CHW transpose.
+
+Stages whose config range is off (``hue_deg == (0, 0)``, ``noise_sigma == (0, 0)``,
+``shadow_prob == 0``) are left out of the graph entirely.
+
+Noise values: DALI seeds its noise operator once per pipeline (``seed`` argument of this
+class), not per sample; ``params.noise_seed`` is NOT used here, only ``noise_sigma``. The
+noise a sample gets therefore depends on the order of batches since the pipeline was built
+(reproducible for the same sequence of batches, not per sample). The fused CPU backend keys
+its noise by ``noise_seed``.
+
+Bad input: a sample that fails to decode raises ``ValueError`` naming its position in the
+batch and its name (``names`` argument, e.g. the file name or dataset index). The
+pipeline keeps working afterwards.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from fastload.augment.config import AugmentConfig
+from fastload.augment.params import SampleParams, shadow_mask
+
+
+def _types():
+    from nvidia.dali import types
+    return types
+
+
+class DaliAugmenter:
+    """A built DALI pipeline for one :class:`AugmentConfig` (see module docstring).
+
+    ``device_id=None`` runs DALI's CPU operators and returns CPU torch tensors;
+    an int runs decode ("mixed", nvJPEG) and every operator on that GPU and returns CUDA
+    tensors on that device, written on torch's current stream.
+    """
+
+    def __init__(self, cfg: AugmentConfig, batch_size: int, device_id: Optional[int] = None,
+                 num_threads: int = 2, prefetch_queue_depth: int = 1, seed: int = 0):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.cfg = cfg
+        self.batch_size = int(batch_size)
+        self.device_id = device_id
+        self.num_threads = int(num_threads)
+        self.seed = int(seed)
+        self.use_hue = cfg.hue_deg != (0.0, 0.0) and tuple(cfg.hue_deg) != (0, 0)
+        self.use_noise = float(cfg.noise_sigma[1]) > 0.0
+        self.use_shadow = cfg.shadow_prob > 0.0
+        self._pending: deque = deque()
+        self._lock = threading.Lock()
+        self._decode_pipe = None
+        self.pipe = self._build(prefetch_queue_depth)
+
+    # --------------------------------------------------------------------- graph
+    def _build(self, depth):
+        from nvidia.dali import fn, pipeline_def
+        types = _types()
+        cfg = self.cfg
+        gpu = self.device_id is not None
+        out_h, out_w = cfg.out_size
+        use_hue, use_noise, use_shadow = self.use_hue, self.use_noise, self.use_shadow
+
+        @pipeline_def(batch_size=self.batch_size, num_threads=self.num_threads,
+                      device_id=self.device_id, seed=self.seed, exec_dynamic=True,
+                      prefetch_queue_depth=depth)
+        def augment():
+            enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1, no_copy=False)
+            mtx = fn.external_source(name="mtx", dtype=types.FLOAT, ndim=2)
+            img = fn.decoders.image(enc, device="mixed" if gpu else "cpu",
+                                    output_type=types.RGB)
+            img = fn.warp_affine(img, matrix=mtx, size=(out_h, out_w), inverse_map=False,
+                                 fill_value=float(cfg.pad_value),
+                                 interp_type=types.INTERP_LINEAR, dtype=types.UINT8)
+            if use_hue:
+                hue = fn.external_source(name="hue", dtype=types.FLOAT, ndim=0)
+                img = fn.hue(img, hue=hue)
+            if use_shadow:
+                mask = fn.external_source(name="mask", dtype=types.UINT8, ndim=3, layout="HWC")
+                dark = fn.external_source(name="dark", dtype=types.FLOAT, ndim=0)
+                if gpu:
+                    mask, dark = mask.gpu(), dark.gpu()
+                factor = 1.0 - fn.cast(mask, dtype=types.FLOAT) * (1.0 - dark)
+                img = fn.cast(img * factor, dtype=types.UINT8)
+            if use_noise:
+                sig = fn.external_source(name="sigma", dtype=types.FLOAT, ndim=0)
+                img = fn.noise.gaussian(img, stddev=sig)
+            if cfg.dtype == "uint8":
+                out = fn.transpose(img, perm=[2, 0, 1], output_layout="CHW")
+            else:
+                dt = types.FLOAT16 if cfg.dtype == "float16" else types.FLOAT
+                out = fn.crop_mirror_normalize(img, dtype=dt, output_layout="CHW",
+                                               mean=list(map(float, cfg.mean)),
+                                               std=list(map(float, cfg.std)))
+            return out
+
+        pipe = augment()
+        pipe.build()
+        return pipe
+
+    # --------------------------------------------------------------------- feeding
+    def _feed(self, encoded: Sequence, params: Sequence[SampleParams]):
+        n = len(encoded)
+        if n != len(params):
+            raise ValueError(f"{n} encoded images but {len(params)} SampleParams")
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"batch of {n} samples; must be 1..{self.batch_size}")
+        out_h, out_w = self.cfg.out_size
+        enc = []
+        for i, e in enumerate(encoded):
+            a = np.frombuffer(e, np.uint8) if isinstance(e, (bytes, bytearray, memoryview)) \
+                else np.ascontiguousarray(e, np.uint8).reshape(-1)
+            if a.size == 0:
+                raise ValueError(f"sample {i}: empty encoded image")
+            enc.append(a)
+        p = self.pipe
+        p.feed_input("enc", enc)
+        p.feed_input("mtx", [np.ascontiguousarray(q.matrix[:2], np.float32) for q in params])
+        if self.use_hue:
+            p.feed_input("hue", [np.float32(q.hue_deg) for q in params])
+        if self.use_shadow:
+            p.feed_input("mask", [shadow_mask(q, out_h, out_w)[:, :, None] for q in params])
+            p.feed_input("dark", [np.float32(q.shadow_darkness) for q in params])
+        if self.use_noise:
+            p.feed_input("sigma", [np.float32(q.noise_sigma) for q in params])
+        return enc
+
+    def _to_torch(self, out):
+        import torch
+        if self.device_id is None:
+            t = torch.from_numpy(np.asarray(out.as_array()))
+        else:
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+            tensor = out.as_tensor()
+            dtype = {"float32": torch.float32, "bfloat16": torch.float32,
+                     "float16": torch.float16, "uint8": torch.uint8}[self.cfg.dtype]
+            dev = torch.device("cuda", self.device_id)
+            t = torch.empty(tuple(tensor.shape()), dtype=dtype, device=dev)
+            feed_ndarray(tensor, t, cuda_stream=torch.cuda.current_stream(dev))
+        if self.cfg.dtype == "bfloat16":
+            t = t.to(torch.bfloat16)
+        return t
+
+    def _diagnose(self, enc: List[np.ndarray], names, err: Exception):
+        """Find the sample(s) DALI could not decode; raise ValueError naming them."""
+        bad = []
+        for i, a in enumerate(enc):
+            msg = self._try_decode(a)
+            if msg is not None:
+                bad.append((i, msg))
+        if bad:
+            i, msg = bad[0]
+            who = f" ({names[i]})" if names is not None else ""
+            more = f" (and {len(bad) - 1} more: positions {[b[0] for b in bad[1:]]})" \
+                if len(bad) > 1 else ""
+            raise ValueError(f"sample {i}{who} in the batch cannot be decoded: {msg}{more}") \
+                from None
+        raise RuntimeError(f"DALI augmentation pipeline failed: {err}") from err
+
+    def _try_decode(self, a: np.ndarray) -> Optional[str]:
+        from nvidia.dali import fn, pipeline_def
+        types = _types()
+        if self._decode_pipe is None:
+            @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_dynamic=True,
+                          prefetch_queue_depth=1)
+            def dec():
+                e = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+                return fn.decoders.image(e, device="cpu", output_type=types.RGB)
+            self._decode_pipe = dec()
+            self._decode_pipe.build()
+        try:
+            self._decode_pipe.feed_input("enc", [a])
+            self._decode_pipe.run()
+            return None
+        except RuntimeError as e:
+            self._decode_pipe = None  # DALI marks a pipeline invalid after an error
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            keep = [ln for ln in lines if not ln.startswith(("Critical error", "Current pipeline",
+                                                              "File ", "which was used",
+                                                              "e = ", "return fn."))]
+            return " ".join(keep)[:300] or "DALI could not decode it"
+
+    # --------------------------------------------------------------------- public
+    def run(self, encoded: Sequence, params: Sequence[SampleParams], names=None):
+        """Augment one batch (1..batch_size samples); returns torch (B, 3, H, W) cfg.dtype.
+
+        ``encoded``: encoded image bytes (JPEG/PNG/...); ``params``: one SampleParams each,
+        drawn for the image's decoded size; ``names``: optional labels used in errors.
+        """
+        with self._lock:
+            if self._pending:
+                raise RuntimeError("run() while submitted batches are pending; fetch() them first")
+            enc = self._feed(encoded, params)
+            self.pipe.schedule_run()
+            try:
+                (out,) = self.pipe.outputs()
+            except RuntimeError as e:
+                self._diagnose(enc, names, e)
+            try:
+                return self._to_torch(out)
+            finally:
+                self.pipe.release_outputs()
+
+    def submit(self, encoded: Sequence, params: Sequence[SampleParams], names=None) -> None:
+        """Feed a batch and schedule it without waiting (prefetch); get it with :meth:`fetch`.
+
+        Batches come back in submission order. Keep at most ``prefetch_queue_depth``
+        batches in flight."""
+        with self._lock:
+            enc = self._feed(encoded, params)
+            self.pipe.schedule_run()
+            self._pending.append((enc, names))
+
+    def fetch(self):
+        """The oldest submitted batch as torch (B, 3, H, W) (see :meth:`run`)."""
+        with self._lock:
+            if not self._pending:
+                raise RuntimeError("fetch() with nothing submitted")
+            enc, names = self._pending.popleft()
+            try:
+                (out,) = self.pipe.outputs()
+            except RuntimeError as e:
+                self._diagnose(enc, names, e)
+            try:
+                return self._to_torch(out)
+            finally:
+                self.pipe.release_outputs()
+
+    def close(self):
+        self.pipe = None
+        self._decode_pipe = None
