@@ -17,7 +17,9 @@ Rows:
 Measurement (all rows): warm-up (at least ``--warmup`` seconds and ``max(2, workers)``
 batches: worker start-up, Numba compilation, DALI/cuda init), then ``--windows`` windows
 over ``--seconds``; a window ends at the first batch boundary after seconds/windows, and
-its rate is images / window time. On CUDA the device is synchronised at each window end.
+its rate is images / window time. When batches are so slow that the windows overrun
+2 x seconds, measuring stops after the second window (``images_per_s.windows`` has the
+rates actually measured). On CUDA the device is synchronised at each window end.
 
 - CPU utilisation: CPU time (user + system) of the whole process tree (this process and
   its worker children, read from /proc) during the windows / wall time / cores available
@@ -30,7 +32,7 @@ its rate is images / window time. On CUDA the device is synchronised at each win
   ``torch.cuda.mem_get_info`` (DALI allocates outside torch); the larger is reported.
 - Data wait: after the windows, a simulated training loop: ``next(batch)`` then a fixed
   step of ``--step-ms`` (``time.sleep``: the device busy, the host thread blocked, as in a
-  loop that synchronises every step) for at least max(3 batches, seconds/4). Data wait =
+  loop that synchronises every step) for at least 2 batches and seconds/4. Data wait =
   time blocked in ``next`` / total loop time. ``--step-ms auto`` (the torch-seed row)
   sizes the step to HALF of this row's own measured time per batch: a model that could
   consume twice what the baseline delivers, the starved GPU of DESIGN.md. The suite then
@@ -297,6 +299,8 @@ def measure(next_batch, sync, seconds, windows, warmup_s, min_warm_batches, core
         images += n
         if progress:
             progress(f"window {len(rates)}/{windows}: {rates[-1]:.1f} img/s")
+        if len(rates) >= 2 and now() - w0 > 2 * seconds:
+            break  # batches much longer than a window: stop at 2 windows (time budget)
     wall = now() - w0
     cpu = tree_cpu_seconds(tree_pids()) - cpu0
     rates_sorted = sorted(rates)
@@ -310,7 +314,7 @@ def measure(next_batch, sync, seconds, windows, warmup_s, min_warm_batches, core
     if step_ms is not None:
         step = float(step_ms) / 1000
         wait, nsteps, ls = 0.0, 0, now()
-        while nsteps < 3 or now() - ls < seconds / 4:
+        while nsteps < 2 or now() - ls < seconds / 4:
             t = now()
             next_batch()
             sync()
