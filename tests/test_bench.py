@@ -110,3 +110,29 @@ def test_baseline_deterministic_and_epoch_dependent(bench_run):
     assert np.array_equal(a["image"].numpy(), b["image"].numpy())
     c = ds[3 + len(ds)]  # same image, epoch 1: other parameters
     assert not np.array_equal(a["image"].numpy(), c["image"].numpy())
+
+
+def test_baseline_image_and_targets_match_fastload_cpu(bench_run):
+    """Same work, same result: with noise off (the two use different noise generators) the
+    baseline's PIL/NumPy image equals fastload's CPU image up to resampling/edge-rule
+    differences, and its CenterNet targets equal fastload's."""
+    pytest.importorskip("fastload.augment.cpu")
+    from fastload.augment.config import AugmentConfig
+    from fastload.bench.baseline import BaselineDataset
+    from fastload.loader import TorchDataset
+    _, _, cache = bench_run
+    cfg = AugmentConfig(out_size=(128, 128), scale=(0.5, 0.6), noise_sigma=(0.0, 0.0),
+                        shadow_prob=0.5, hue_deg=(-30.0, 30.0))
+    base = BaselineDataset(cache / "synth-coco-16-s0", cfg=cfg, seed=5, targets="python")
+    fast = TorchDataset(cache / "synth-coco-16-s0.packed", augment=cfg, targets=["centernet"],
+                        seed=5)
+    std = np.asarray(cfg.std, np.float32)[:, None, None]
+    for i in range(4):
+        a, b = base[i], fast[i]
+        d = np.abs(a["image"].numpy() - b["image"].numpy()) * std  # 0..255 units
+        assert d.mean() < 1.5, (i, d.mean())
+        assert (d > 3).mean() < 0.03, (i, (d > 3).mean())
+        for k in ("hm", "wh", "reg"):
+            np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+        for k in ("ind", "reg_mask"):
+            np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)

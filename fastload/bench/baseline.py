@@ -55,13 +55,14 @@ MAX_OBJS = 128
 
 
 def _yiq_hue_matrix(hue_deg: float) -> np.ndarray:
-    """3x3 RGB->RGB matrix: to YIQ, rotate (I, Q) by hue_deg, back (DALI ``fn.hue``)."""
+    """3x3 RGB->RGB matrix: to YIQ, rotate (I, Q) by hue_deg, back (DALI ``fn.hue``'s
+    matrices and sign, as a user copies them from DALI's documentation/source)."""
     rgb2yiq = np.array([[0.299, 0.587, 0.114],
                         [0.596, -0.274, -0.321],
                         [0.211, -0.523, 0.311]], np.float32)
     yiq2rgb = np.linalg.inv(rgb2yiq).astype(np.float32)
     c, s = math.cos(math.radians(hue_deg)), math.sin(math.radians(hue_deg))
-    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], np.float32)
+    rot = np.array([[1, 0, 0], [0, c, s], [0, -s, c]], np.float32)  # I' = cI + sQ, Q' = -sI + cQ
     return (yiq2rgb @ rot @ rgb2yiq).astype(np.float32)
 
 
