@@ -111,14 +111,15 @@ def rle_encode(mask: np.ndarray) -> List[int]:
     return [int(r) for r in runs]
 
 
-def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 1.0):
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, min_area: float = 1.0):
     """Trace a binary mask to polygons (float32 (N, 2), x, y continuous pixel coords).
 
     ``skimage.measure.find_contours`` at level 0.5 on the zero-padded mask gives closed
     outlines halfway between pixel centers, i.e. on pixel edges: a contour point at array
     position (r, c) is the continuous point (c + 0.5, r + 0.5). Outlines are simplified
-    with ``approximate_polygon(tolerance)``; hole outlines (clockwise in image coords)
-    and parts under ``min_area`` are dropped.
+    by dropping collinear vertices (exact: the polygons rasterize back to the mask under
+    the pixel-center rule) and, with ``tolerance`` > 0, ``approximate_polygon`` (lossy);
+    hole outlines (opposite orientation) and parts under ``min_area`` are dropped.
     """
     from skimage.measure import approximate_polygon, find_contours
     m = np.pad(np.asarray(mask, np.uint8), 1)
@@ -128,6 +129,11 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float =
             c = approximate_polygon(c, tolerance)
         if len(c) > 1 and np.allclose(c[0], c[-1]):
             c = c[:-1]
+        if len(c) >= 3:  # drop vertices in the middle of straight runs
+            d1 = c - np.roll(c, 1, 0)
+            d2 = np.roll(c, -1, 0) - c
+            cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+            c = c[(np.abs(cross) > 1e-9) | ((d1 * d2).sum(1) <= 0)]
         if len(c) < 3:
             continue
         xy = np.stack([c[:, 1] - 1 + 0.5, c[:, 0] - 1 + 0.5], 1)

@@ -77,6 +77,8 @@ def _centers_kernel(points, part_offsets, inst_parts, centroid, out):
             out[k, 0] = bx
             out[k, 1] = by
             continue
+        scale = max(np.float64(x2) - np.float64(x1), np.float64(y2) - np.float64(y1), 1e-30)
+        tiny = 1e-7 * scale * scale  # |2 * area| below this: degenerate part
         asum = 0.0
         sx = 0.0
         sy = 0.0
@@ -101,14 +103,13 @@ def _centers_kernel(points, part_offsets, inst_parts, centroid, out):
                 area2 += cr
                 cx += (xi + xj) * cr
                 cy += (yi + yj) * cr
-            if area2 == 0.0:
+            if abs(area2) <= tiny:
                 continue
             w = abs(area2)
             asum += w
             sx += w * (cx / (3.0 * area2) + ox)
             sy += w * (cy / (3.0 * area2) + oy)
-        scale = max(np.float64(x2) - np.float64(x1), np.float64(y2) - np.float64(y1), 1e-30)
-        if asum <= 1e-9 * scale * scale:
+        if asum <= 0.0:
             out[k, 0] = bx
             out[k, 1] = by
         else:
@@ -138,8 +139,9 @@ def instance_centers(points, part_offsets, inst_parts, mode: str = "box", out=No
     ``mode="box"``: center of the tight box. ``mode="centroid"``: area centroid of the
     parts (shoelace formula per part, parts weighted by their absolute area, so a
     part's orientation does not matter; overlapping parts count twice and holes are
-    not subtracted: each part is a separate filled region). Parts with < 3 vertices or
-    zero area are skipped; when the total area is (numerically) zero the box center is
+    not subtracted: each part is a separate filled region; a self-intersecting part
+    uses its signed shoelace area, e.g. a bow tie's lobes cancel). Parts with < 3
+    vertices or ``|2 area| <= 1e-7 * s^2`` (s: the instance box's longer side) are skipped; when the total area is (numerically) zero the box center is
     used. An instance without vertices gets (0, 0).
     """
     if mode not in CENTER_MODES:

@@ -349,6 +349,7 @@ def centers_reference(points, part_offsets, inst_parts, mode="box"):
         out[k] = bx, by
         if mode != "centroid":
             continue
+        size = max(float(boxes[k, 2]) - float(boxes[k, 0]), float(boxes[k, 3]) - float(boxes[k, 1]), 1e-30)
         tot, sx, sy = 0.0, 0.0, 0.0
         for p in range(ip[k], ip[k + 1]):
             v = pts[po[p]:po[p + 1]].astype(np.float64)
@@ -358,14 +359,13 @@ def centers_reference(points, part_offsets, inst_parts, mode="box"):
             xn, yn = np.roll(x, -1), np.roll(y, -1)
             cr = x * yn - xn * y
             a = cr.sum() / 2
-            if a == 0:
+            if abs(2 * a) <= 1e-7 * size * size:
                 continue
             cx = ((x + xn) * cr).sum() / (6 * a)
             cy = ((y + yn) * cr).sum() / (6 * a)
             tot += abs(a)
             sx += abs(a) * cx
             sy += abs(a) * cy
-        size = max(boxes[k, 2] - boxes[k, 0], boxes[k, 3] - boxes[k, 1], 1e-30)
-        if tot * 2 > 1e-9 * size * size:
+        if tot > 0:
             out[k] = sx / tot, sy / tot
     return out
