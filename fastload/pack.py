@@ -715,3 +715,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--images", default=None, help="image folder (COCO; default: beside the JSON)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)
+
+
+# `fastload.pack` is both this module and (lazily, via fastload.__getattr__) the function:
+# once the submodule is imported, Python binds the *module* as the package attribute.
+# Making the module callable keeps `fastload.pack(src, out, format, ...)` working.
+class _CallableModule(type(sys)):
+    def __call__(self, *args, **kwargs):
+        return pack(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
