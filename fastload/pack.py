@@ -431,28 +431,28 @@ def _bboxes(points, part_offsets, inst_parts):
 _W: dict = {}  # per-process worker state (inherited through fork)
 
 
-def _work_chunk(bounds):
+def _work_chunk(bounds, state=None):
     lo, hi = bounds
-    w = _W
+    w = _W if state is None else state
     return [prepare_sample(w["samples"][i], i, w["num_classes"], w["root"], w["num_keypoints"])
             for i in range(lo, hi)]
 
 
-def _ordered_map(pool, chunks, window: int):
+def _ordered_map(pool, chunks, window: int, state=None):
     """Results of ``_work_chunk`` over ``chunks`` in order, with at most ``window`` chunks
     in flight (bounded memory when the LMDB writer is slower than the workers)."""
     from collections import deque
     pending = deque()
     it = iter(chunks)
     for c in it:
-        pending.append(pool.submit(_work_chunk, c))
+        pending.append(pool.submit(_work_chunk, c, state))
         if len(pending) >= window:
             break
     while pending:
         res = pending.popleft().result()
         nxt = next(it, None)
         if nxt is not None:
-            pending.append(pool.submit(_work_chunk, nxt))
+            pending.append(pool.submit(_work_chunk, nxt, state))
         yield res
 
 
@@ -556,16 +556,19 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     try:
         workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
         chunks = [(lo, min(lo + chunk, len(samples))) for lo in range(0, len(samples), chunk)]
-        _W.update(samples=samples, num_classes=len(sds.classes), root=root, num_keypoints=num_kp)
+        state = dict(samples=samples, num_classes=len(sds.classes), root=root,
+                     num_keypoints=num_kp)
         if workers > 1 and len(chunks) > 1:
             from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
             if executor == "thread":
                 pool = ThreadPoolExecutor(workers)
+                results = _ordered_map(pool, chunks, 4 * workers, state)
             else:  # fork: workers inherit the samples (_W) instead of receiving them pickled
+                _W.update(state)
                 pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
-            results = _ordered_map(pool, chunks, window=4 * workers)
+                results = _ordered_map(pool, chunks, 4 * workers)
         else:
-            results = map(_work_chunk, chunks)
+            results = (_work_chunk(c, state) for c in chunks)
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(samples), unit="img", desc=f"pack {format}", file=sys.stderr,
