@@ -287,22 +287,21 @@ class _CpuBackend:
 
 
 class _DaliBackend:
-    """The DALI pipeline of fastload.augment.dali (GPU with a device id, DALI CPU ops
-    without), one call per batch; returns a torch tensor (on the GPU) or numpy array."""
+    """The DALI pipeline (fastload.augment.dali.DaliAugmenter): GPU with a device id, DALI's
+    CPU operators without; one call per batch, returns a torch tensor (CUDA tensors are
+    written on the current stream, which the producer sets to its own)."""
     per_sample = False
 
-    def __init__(self, cfg, num_threads, batch_size, device_id):
-        from fastload.augment import dali
-        self.aug = dali.DaliAugmenter(cfg, batch_size=batch_size, num_threads=num_threads,
-                                      device_id=device_id)
+    def __init__(self, cfg, num_threads, batch_size, device_id, seed):
+        from fastload.augment.dali import DaliAugmenter
+        self.aug = DaliAugmenter(cfg, batch_size=batch_size, device_id=device_id,
+                                 num_threads=num_threads, seed=seed)
 
-    def run(self, encoded, params):
-        return self.aug.run(encoded, params)
+    def run(self, encoded, params, names=None):
+        return self.aug.run(encoded, params, names=names)
 
     def close(self):
-        c = getattr(self.aug, "close", None)
-        if c is not None:
-            c()
+        self.aug.close()
 
 
 def _to_torch(a, device, dtype_name, torch):
@@ -673,7 +672,7 @@ class DataLoader:
                 else:
                     did = self.device.index if self.device.type == "cuda" else None
                     self._backend_obj = _DaliBackend(self.augment, self.num_threads,
-                                                     self.batch_size, did)
+                                                     self.batch_size, did, self.seed)
                 self._backend_fin = weakref.finalize(self, self._backend_obj.close)
             return self._backend_obj
 
@@ -694,7 +693,9 @@ class DataLoader:
     def _run_images_batch(self, backend, recs, params):
         """Batch backend (DALI): images of all samples; on failure, find the bad ones."""
         try:
-            return backend.run([r.image_bytes for r in recs], params), []
+            with self._stream_ctx():
+                return backend.run([r.image_bytes for r in recs], params,
+                                   names=[r.file_name for r in recs]), []
         except Exception:
             bad = []
             for j, (r, p) in enumerate(zip(recs, params)):
@@ -790,6 +791,15 @@ class DataLoader:
         self.stats["samples"] += len(recs)
         return self._to_device(out, torch)
 
+    def _stream_ctx(self):
+        """The producer's CUDA stream (device work of a batch is issued there), or a no-op."""
+        import contextlib
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        if self._cuda_stream is None:
+            self._cuda_stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._cuda_stream)
+
     def _to_device(self, out, torch):
         dev = self.device
         res = {}
@@ -798,9 +808,7 @@ class DataLoader:
                 t = v if isinstance(v, torch.Tensor) else torch.from_numpy(v)
                 res[k] = t.to(dev) if t.device != dev else t
             return res, None
-        if self._cuda_stream is None:
-            self._cuda_stream = torch.cuda.Stream(dev)
-        with torch.cuda.stream(self._cuda_stream):
+        with self._stream_ctx():
             for k, v in out.items():
                 t = v if isinstance(v, torch.Tensor) else torch.from_numpy(v)
                 if t.device.type == "cpu":

@@ -293,6 +293,11 @@ def test_determinism_and_thread_count_independence():
     assert not np.array_equal(r1, r4)
     t = torch.from_numpy(r1)  # zero-copy
     assert t.data_ptr() == r1.ctypes.data
+    cfg_bf = AugmentConfig(out_size=(64, 80), dtype="bfloat16", **ALL_ON)
+    with CpuAugmenter(cfg_bf, num_threads=2) as a:
+        tb = a.run_torch(enc, params)
+    assert tb.dtype == torch.bfloat16 and tb.shape == (5, 3, 64, 80)
+    torch.testing.assert_close(tb, torch.from_numpy(r1).to(torch.bfloat16))
 
 
 def test_bad_inputs_raise_value_error():
@@ -373,3 +378,32 @@ def test_kernel_releases_the_gil():
     th.join()
     # with the GIL held for a whole kernel the loop could only tick between kernel calls
     assert ticks > 50, (ticks, elapsed, one)
+
+
+# --------------------------------------------------------------- issue 4's checks, this backend
+def _fused_run(cfg, device, encs, params, batch_size=8):
+    with CpuAugmenter(cfg, num_threads=2) as aug:
+        return aug.run_torch(encs, params)
+
+
+ISSUE4_CHECKS = [
+    ("test_flip_convention_exact", dict(hflip=True, vflip=False)),
+    ("test_flip_convention_exact", dict(hflip=False, vflip=True)),
+    ("test_flip_convention_exact", dict(hflip=True, vflip=True)),
+    ("test_all_off_equals_resize_normalize", dict(keep_aspect=True)),
+    ("test_all_off_equals_resize_normalize", dict(keep_aspect=False)),
+    ("test_alignment_polygons_iou", {}),
+    ("test_alignment_keypoint_dots", {}),
+    ("test_hue_moves_pure_colour", {}),
+    ("test_noise_std_and_mean", {}),
+    ("test_shadow_exact_region_and_factor", {}),
+]
+
+
+@pytest.mark.parametrize("name,kw", ISSUE4_CHECKS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ISSUE4_CHECKS)])
+def test_augment_issue_checks_on_fused_backend(name, kw, monkeypatch):
+    """The augmentation issue's backend-parametrized tests (tests/test_dali_pipeline.py),
+    unchanged, with their ``run`` pointed at this backend instead of DALI."""
+    dt = pytest.importorskip("test_dali_pipeline")
+    monkeypatch.setattr(dt, "run", _fused_run)
+    getattr(dt, name)(device="fused", **kw)

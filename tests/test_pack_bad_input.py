@@ -212,3 +212,26 @@ def test_forked_readers(tmp_path):
     assert all(r[2] == want for r in res)
     assert all(r[0] == 0 for r in res)
     assert _read_all(tmp_path / "out")[2] == want  # the parent's handles still work
+
+
+def test_validate_parts_kernel_matches_reference(rng):
+    from fastload.pack import OVERSHOOT, validate_parts, validate_parts_reference
+    for _ in range(200):
+        n = int(rng.integers(0, 6))
+        lens = rng.integers(0, 8, n)
+        w, h = float(rng.integers(5, 50)), float(rng.integers(5, 50))
+        pts = np.stack([rng.uniform(-4, w + 4, lens.sum()), rng.uniform(-4, h + 4, lens.sum())], 1)
+        if len(pts) and rng.random() < 0.2:
+            pts[rng.integers(0, len(pts))] = rng.choice([np.nan, np.inf, -np.inf])
+        if n and rng.random() < 0.2:  # a degenerate (collinear) part
+            k = int(rng.integers(0, n))
+            a = int(lens[:k].sum())
+            t = rng.uniform(0, 1, lens[k])
+            pts[a:a + lens[k]] = np.stack([t * w, t * h], 1)
+        offsets = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        out = np.zeros((len(pts), 2), np.float32)
+        codes, clipped = validate_parts(pts, offsets, w, h, OVERSHOOT, out)
+        rc, rcl, rout = validate_parts_reference(pts, offsets, w, h, OVERSHOOT)
+        assert np.array_equal(codes, rc) and np.array_equal(clipped, rcl)
+        for p in np.flatnonzero(codes == 0):
+            assert np.array_equal(out[offsets[p]:offsets[p + 1]], rout[offsets[p]:offsets[p + 1]])

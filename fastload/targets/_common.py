@@ -18,16 +18,16 @@ def scratch(name: str, size: int, dtype) -> np.ndarray:
     """A per-thread reusable 1-D buffer of at least ``size`` elements (grown, never shrunk).
 
     Kernels run on a thread pool with the GIL released, so each thread keeps its own
-    buffers; after warm-up no call allocates.
+    buffers; after warm-up no call allocates. Each ``name`` must always be used with
+    the same ``dtype``.
     """
-    key = (name, np.dtype(dtype).str)
     bufs = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
-    buf = bufs.get(key)
+    buf = bufs.get(name)
     if buf is None or buf.shape[0] < size:
         buf = np.empty(max(int(size), 16), dtype)
-        bufs[key] = buf
+        bufs[name] = buf
     return buf
 
 

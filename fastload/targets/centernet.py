@@ -194,6 +194,69 @@ def _centernet_one(hm, wh, reg, ind, reg_mask, boxes, labels, k0, k1,
 
 
 @njit(nogil=True, cache=True)
+def _validate_nb(boxes, labels, num_classes):
+    """(code, k): 0 ok, 1 non-finite box k, 2 inverted box k, 3 label k out of range."""
+    for k in range(boxes.shape[0]):
+        for c in range(4):
+            if not np.isfinite(boxes[k, c]):
+                return 1, k
+        if boxes[k, 2] < boxes[k, 0] or boxes[k, 3] < boxes[k, 1]:
+            return 2, k
+        if labels[k] < 0 or labels[k] >= num_classes:
+            return 3, k
+    return 0, -1
+
+
+@njit(nogil=True, cache=True)
+def _centernet_into_nb(hm, wh, reg, ind, reg_mask, b, boxes, labels, corrected, continuous, gbuf):
+    """Validate, then fill sample b: one dispatch for the whole call."""
+    code, k = _validate_nb(boxes, labels, hm.shape[1])
+    if code != 0:
+        return code, k
+    _centernet_one(hm[b], wh[b], reg[b], ind[b], reg_mask[b], boxes, labels, 0, boxes.shape[0],
+                   corrected, continuous, gbuf)
+    return 0, -1
+
+
+def _raise_invalid(code, k, boxes, labels, num_classes):
+    if code == 1:
+        raise ValueError(f"boxes[{k}] = {boxes[k].tolist()} contains NaN or inf")
+    if code == 2:
+        raise ValueError(f"boxes[{k}] = {boxes[k].tolist()} has negative width or height "
+                         "(expected x1 <= x2, y1 <= y2)")
+    raise ValueError(f"labels[{k}] = {int(labels[k])} out of range [0, {num_classes})")
+
+
+def _fast_boxes(boxes):
+    """Shape/dtype check only (values are checked inside the kernel)."""
+    if type(boxes) is np.ndarray and boxes.dtype == np.float32 and boxes.ndim == 2 \
+            and boxes.shape[1] == 4 and boxes.flags.c_contiguous:
+        return boxes
+    b = np.asarray(boxes)
+    if b.dtype.kind not in "fiu":
+        raise ValueError(f"boxes must be a numeric array, got dtype {b.dtype}")
+    if b.ndim != 2 or b.shape[1] != 4:
+        if b.size == 0:
+            return np.zeros((0, 4), np.float32)
+        raise ValueError(f"boxes must have shape (K, 4) x1,y1,x2,y2, got {b.shape}")
+    return np.ascontiguousarray(b, np.float32)
+
+
+def _fast_labels(labels, n):
+    if type(labels) is np.ndarray and labels.dtype == np.int64 and labels.shape == (n,) \
+            and labels.flags.c_contiguous:
+        return labels
+    lab = np.asarray(labels)
+    if lab.size == 0 and n == 0:
+        return np.zeros(0, np.int64)
+    if lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integer class ids, got dtype {lab.dtype}")
+    if lab.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match the boxes, got {lab.shape}")
+    return np.ascontiguousarray(lab, np.int64)
+
+
+@njit(nogil=True, cache=True)
 def _centernet_batch(hm, wh, reg, ind, reg_mask, boxes, labels, offsets,
                      corrected, continuous, gbuf):
     for b in range(offsets.shape[0] - 1):
@@ -202,6 +265,8 @@ def _centernet_batch(hm, wh, reg, ind, reg_mask, boxes, labels, offsets,
 
 
 def _modes(radius, coords):
+    if radius == "centernet" and coords == "continuous":
+        return False, True
     if radius not in RADIUS_MODES:
         raise ValueError(f"radius must be one of {RADIUS_MODES}, got {radius!r}")
     if coords not in COORD_MODES:
@@ -225,9 +290,11 @@ def _check_out(out):
         hm, wh, reg, ind, rm = out["hm"], out["wh"], out["reg"], out["ind"], out["reg_mask"]
     except (KeyError, TypeError):
         raise ValueError("out must be a dict with hm, wh, reg, ind, reg_mask (see alloc_centernet)") from None
-    B = hm.shape[0] if hm.ndim == 4 else -1
-    M = wh.shape[1] if wh.ndim == 3 else -1
-    ok = (hm.dtype == np.float32 and hm.ndim == 4 and wh.dtype == np.float32 and wh.shape == (B, M, 2)
+    if hm.ndim != 4 or wh.ndim != 3:
+        raise ValueError("out arrays have wrong shapes: expected hm (B,C,H,W), wh (B,M,2)")
+    B = hm.shape[0]
+    M = wh.shape[1]
+    ok = (hm.flags.c_contiguous and hm.dtype == np.float32 and hm.ndim == 4 and wh.dtype == np.float32 and wh.shape == (B, M, 2)
           and reg.dtype == np.float32 and reg.shape == (B, M, 2) and ind.dtype == np.int64
           and ind.shape == (B, M) and rm.dtype == np.uint8 and rm.shape == (B, M))
     if not ok:
@@ -268,12 +335,12 @@ def centernet_into(out: dict, b: int, boxes, labels, radius: str = "centernet",
     corrected, continuous = _modes(radius, coords)
     if not (0 <= b < hm.shape[0]):
         raise ValueError(f"sample index b={b} out of range for batch of {hm.shape[0]}")
-    bx = check_boxes(boxes)
-    lab = check_labels(labels, bx.shape[0], hm.shape[1])
-    H, W = hm.shape[2], hm.shape[3]
-    gbuf = scratch("centernet_g", H + W + 2, np.float64)
-    _centernet_one(hm[b], wh[b], reg[b], ind[b], rm[b], bx, lab, 0, bx.shape[0],
-                   corrected, continuous, gbuf)
+    bx = _fast_boxes(boxes)
+    lab = _fast_labels(labels, bx.shape[0])
+    gbuf = scratch("centernet_g", hm.shape[2] + hm.shape[3] + 2, np.float64)
+    code, k = _centernet_into_nb(hm, wh, reg, ind, rm, b, bx, lab, corrected, continuous, gbuf)
+    if code:
+        _raise_invalid(code, k, bx, lab, hm.shape[1])
 
 
 def centernet_batch_into(out: dict, boxes, labels, offsets, radius: str = "centernet",
