@@ -334,6 +334,12 @@ def run_row(a) -> dict:
         step = float(step)
     try:
         with TreeMonitor() as mon:
+            gpu = a.row in GPU_ROWS and _cuda_available()
+            if gpu:  # baseline before the loader / DALI pipeline allocates anything
+                import torch
+                torch.cuda.init()
+                torch.cuda.reset_peak_memory_stats()
+                free0, _ = torch.cuda.mem_get_info()
             try:
                 nb, sync, close = make_source(a.row, a)
             except RowUnavailable as e:
@@ -341,11 +347,6 @@ def run_row(a) -> dict:
             except ImportError as e:  # a part of fastload this row needs is not there
                 return {**base, "status": "skipped",
                         "reason": f"not available: {type(e).__name__}: {e}"}
-            gpu = a.row in GPU_ROWS
-            if gpu:
-                import torch
-                torch.cuda.reset_peak_memory_stats()
-                free0, total = torch.cuda.mem_get_info()
             try:
                 try:
                     res = measure(nb, sync, a.seconds, a.windows, a.warmup, max(2, a.workers),
@@ -357,7 +358,7 @@ def run_row(a) -> dict:
                     return {**base, "status": "skipped",
                             "reason": f"not available: {type(e).__name__}: {e}"}
                 if gpu:
-                    free1, _ = torch.cuda.mem_get_info()
+                    free1, _ = torch.cuda.mem_get_info()  # after the run, before close()
                     res["gpu_torch_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
                     res["gpu_device_used_delta_mb"] = max(0, free0 - free1) / 2 ** 20
                     res["gpu_mem_mb"] = max(res["gpu_torch_max_allocated_mb"],
