@@ -69,17 +69,22 @@ def generate_synthetic(root: Path, n_images: int, seed: int) -> Path:
     if done.exists():
         return root
     _ensure_tools_importable()
-    try:
-        write = _interim.resolve("write_dataset")
-    except ModuleNotFoundError as e:
-        raise BenchError(f"cannot generate the synthetic dataset: {e} (tools/ ships with the "
-                         f"source tree; pass a COCO DATASET instead)") from None
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    if write is None:
-        _interim.interim_write_coco(tmp, n_images, seed)
-    else:
-        write(tmp, "coco", n_images, seed)
+    try:
+        write = _interim.resolve("write_dataset")
+        if write is None:
+            _interim.interim_write_coco(tmp, n_images, seed)
+        else:
+            write(tmp, "coco", n_images, seed)
+    except ModuleNotFoundError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BenchError(f"cannot generate the synthetic dataset: {e} (the generator lives in "
+                         f"tools/ of the source tree; run from a checkout or pass a COCO "
+                         f"DATASET)") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".complete").write_text(json.dumps({"n_images": n_images, "seed": seed}))
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
