@@ -56,6 +56,8 @@ def test_bench_outputs_well_formed(bench_run, capsys):
             assert 0 <= r["data_wait"] <= 1
             assert r["step_ms"] == pytest.approx(res["meta"]["step_ms"])
     assert res["ratios_to_torch_seed"]["torch-seed"] == pytest.approx(1.0)
+    assert [g["goal"] for g in res["goals"]][0] == "fastload-cpu >= 2x torch-seed"
+    assert "Goals (ratios of medians in this run):" in md
     assert res["meta"]["step_ms"] > 0
     png = (out / "throughput.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -45,6 +45,27 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+GOALS = [  # (row, reference row, minimum ratio row/reference, text) from issue 6
+    ("fastload-cpu", "torch-seed", 2.0, "fastload-cpu >= 2x torch-seed"),
+    ("fastload-cpu", "torch-numpy", 1.5, "fastload-cpu >= 1.5x torch-numpy"),
+    ("fastload-gpu", "torch-seed", 10.0, "fastload-gpu >= 10x torch-seed"),
+    ("fastload-gpu", "bound-nvjpeg", 1 / 1.5, "fastload-gpu within 1.5x of nvJPEG decode alone"),
+]
+
+
+def goals(rows) -> list:
+    """[(text, ratio or None, met or None)] for the issue's goals, from this run's medians."""
+    med = {r["row"]: r["images_per_s"]["median"] for r in rows if r.get("status") == "ok"}
+    out = []
+    for row, ref, need, text in GOALS:
+        if row in med and ref in med and med[ref] > 0:
+            q = med[row] / med[ref]
+            out.append((text, q, q >= need))
+        else:
+            out.append((text, None, None))
+    return out
+
+
 def markdown(results) -> str:
     m = results["meta"]
     impl = {k: v for k, v in m.get("impl", {}).items() if v != "real"}
@@ -65,7 +86,12 @@ def markdown(results) -> str:
         "",
         "CPU util: process-tree CPU time / wall / cores. Peak RSS: summed over the process "
         "tree (shared pages counted per process; PSS in results.json).",
+        "",
+        "Goals (ratios of medians in this run):",
     ]
+    for text, q, met in goals(results["rows"]):
+        out.append(f"- {text}: " + ("not measured here" if q is None else
+                                   f"{q:.2f}x, {'met' if met else 'NOT met'}"))
     if impl:
         out += ["", "**Interim implementations were used** (a part had not been merged):"]
         out += [f"- {k}: {v}" for k, v in impl.items()]
@@ -111,6 +137,7 @@ def write_all(results, out_dir) -> str:
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)
     results["ratios_to_torch_seed"] = ratios(results["rows"])
+    results["goals"] = [{"goal": t, "ratio": q, "met": m} for t, q, m in goals(results["rows"])]
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     md = markdown(results)
     (out / "report.md").write_text(md)
