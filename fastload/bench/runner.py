@@ -149,13 +149,11 @@ class TreeMonitor:
             self.peak_pss = max(self.peak_pss, sum(pss))
 
     def _run(self):
-        k = 0
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
             except Exception:  # a process vanished mid-read: next sample
                 pass
-            k += 1
 
 
 # ------------------------------------------------------------------------------ rows
