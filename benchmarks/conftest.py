@@ -60,13 +60,8 @@ def bench_cfg():
 @pytest.fixture(scope="session")
 def bench_coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-coco")
-    try:
-        from tools.synth_formats import write_dataset
-    except ImportError:
-        from fastload.bench._interim import interim_write_coco
-        interim_write_coco(root, BENCH_IMAGES, seed=0)
-    else:
-        write_dataset(root, "coco", BENCH_IMAGES, 0)
+    from tools.synth_formats import write_dataset
+    write_dataset(root, "coco", BENCH_IMAGES, 0)
     return root
 
 

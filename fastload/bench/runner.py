@@ -11,7 +11,7 @@ Rows:
   num_threads=--workers)`` over the packed dataset.
 - ``bound-lmdb``: ``fastload.Dataset`` random record reads (read + record decode), one thread.
 - ``bound-decode``: JPEG decode alone of the same original files with simplejpeg (the
-  fastest CPU decoder installed), ``--workers`` threads (simplejpeg releases the GIL).
+  fastest CPU decoder installed), ``--workers`` threads.
 - ``bound-nvjpeg``: JPEG decode alone with DALI's ``mixed`` decoder (nvJPEG), GPU only.
 
 Measurement (all rows): warm-up (at least ``--warmup`` seconds and ``max(2, workers)``
@@ -367,9 +367,8 @@ def run_row(a) -> dict:
                     close()
                 except Exception:
                     pass
-        from fastload.bench import _interim
         return {**base, "status": "ok", **res, "peak_rss_mb": mon.peak_rss / 2 ** 20,
-                "peak_pss_mb": (mon.peak_pss / 2 ** 20) or None, "impl": dict(_interim.USED)}
+                "peak_pss_mb": (mon.peak_pss / 2 ** 20) or None}
     except Exception as e:
         tb = traceback.format_exc()
         print(tb, file=sys.stderr)

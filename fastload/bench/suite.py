@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-from fastload.bench import _interim
 from fastload.bench.runner import GPU_ROWS, LABELS, ROWS_ALL
 
 PKG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding fastload/ (and tools/)
@@ -72,11 +71,8 @@ def generate_synthetic(root: Path, n_images: int, seed: int) -> Path:
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write = _interim.resolve("write_dataset")
-        if write is None:
-            _interim.interim_write_coco(tmp, n_images, seed)
-        else:
-            write(tmp, "coco", n_images, seed)
+        from tools.synth_formats import write_dataset
+        write_dataset(tmp, "coco", n_images, seed)
     except ModuleNotFoundError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise BenchError(f"cannot generate the synthetic dataset: {e} (the generator lives in "
@@ -280,10 +276,6 @@ def run(args) -> int:
         step_source = "no torch-seed row: data wait not simulated (pass --step-ms)"
     results["meta"]["step_ms"] = step_ms
     results["meta"]["step_source"] = step_source
-    impl = {}
-    for r in results["rows"]:
-        impl.update(r.get("impl") or {})
-    results["meta"]["impl"] = impl
     results["meta"]["total_s"] = time.monotonic() - t_start
     md = report.write_all(results, out)
     print(md)
