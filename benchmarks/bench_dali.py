@@ -20,7 +20,7 @@ from tools.synth import encode_jpeg, make_scene
 
 BATCH = 8
 CFG = AugmentConfig(out_size=(512, 512), shadow_prob=0.5)
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
 _RGB = np.linalg.inv(_YIQ)
 
 

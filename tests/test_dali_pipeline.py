@@ -221,7 +221,7 @@ def test_hue_moves_pure_colour(device):
     img[:] = rgb
     params = [sample_params(cfg, 3, 0, i, 16, 16) for i in range(6)]
     out = run(cfg, device, [encode_png(img)] * 6, params).numpy()
-    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
     a0 = np.degrees(np.arctan2(*(yiq @ np.array(rgb, float))[[2, 1]]))
     h0 = colorsys.rgb_to_hsv(*(np.array(rgb) / 255))[0] * 360
     for o, p in zip(out, params):
@@ -245,9 +245,11 @@ def test_hue_matches_yiq_matrix(device):
     hues = (0.0, 17.5, -35.0, 90.0)
     out = run(cfg, device, [encode_png(img)] * 4, [plain(32, 32, hue=h) for h in hues]).numpy()
     for h, o in zip(hues, out):
-        ref = np.clip(np.round(img.astype(np.float64) @ hue_matrix(h).T.astype(np.float64)), 0, 255)
+        ref = np.clip(np.round(img.astype(np.float64) @ hue_matrix(h).T), 0, 255)
         d = np.abs(o.transpose(1, 2, 0) - ref)
-        assert d.max() <= 1 and (d > 0).mean() < 0.25
+        if device is None:
+            assert d.max() == 0  # bit-identical on DALI's CPU backend
+        assert d.max() <= 1 and (d > 0).mean() < 0.05
 
 
 @pytest.mark.parametrize("device", DEVICES)

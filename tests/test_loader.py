@@ -1,0 +1,362 @@
+"""fastload.DataLoader: torch parity, contents equal to the pipeline run by hand, resume,
+torch keyword refusals, failures (errors name the sample, skip counts, no hang, no threads left)."""
+import gc
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from _data import blob_dataset, corrupt_image, corrupt_record, packed_dataset
+from fastload.augment.config import AugmentConfig
+from fastload.loader import DataLoader, SampleError, collate, epoch_indices
+from fastload.targets.specs import CenterNetTarget, FunctionTarget
+
+CFG = AugmentConfig(out_size=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    from fastload.store import Dataset
+    return Dataset(packed_dataset(tmp_path_factory.mktemp("loader"), n=10))
+
+
+@pytest.fixture
+def blobs():
+    return blob_dataset(10)
+
+
+def _collect(loader, epochs=None):
+    return [{k: v.clone() for k, v in b.items()} for b in loader]
+
+
+def _equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        assert torch.equal(a[k], b[k]), k
+
+
+def _producers():
+    return [t for t in threading.enumerate() if t.name.startswith("fastload-producer") and t.is_alive()]
+
+
+def _fastload_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("fastload") and t.is_alive()]
+
+
+# ------------------------------------------------------------------ torch parity
+def test_len_drop_last_last_batch(blobs):
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, num_threads=2)
+    bs = _collect(ld)
+    assert len(ld) == 3 == len(bs)
+    assert [len(b["index"]) for b in bs] == [4, 4, 2]
+    assert torch.cat([b["index"] for b in bs]).tolist() == list(range(10))  # no shuffle: in order
+    ld = DataLoader(blobs, batch_size=4, drop_last=True, augment=CFG, num_threads=2)
+    bs = _collect(ld)
+    assert len(ld) == 2 == len(bs) and all(len(b["index"]) == 4 for b in bs)
+    b = bs[0]
+    assert b["image"].shape == (4, 3, 64, 64) and b["image"].dtype == torch.float32
+    assert b["image"].device.type == "cpu"
+    M = b["boxes"].shape[1]
+    assert M == int(b["num_instances"].max())
+    assert b["labels"].shape == (4, M) and b["ignore"].shape == (4, M)
+    assert b["keypoints"].shape == (4, M, 5, 3)
+    for j in range(4):  # padding rules
+        n = int(b["num_instances"][j])
+        assert (b["labels"][j, n:] == -1).all() and (b["labels"][j, :n] >= 0).all()
+        assert (b["boxes"][j, n:] == 0).all()
+        P = int((b["poly_instance"][j] >= 0).sum())
+        assert int(b["poly_lengths"][j, :P].sum()) <= b["poly_points"].shape[1]
+        assert (b["poly_lengths"][j, P:] == 0).all()
+
+
+def test_reiteration_set_epoch_and_seed(blobs):
+    ld = DataLoader(blobs, batch_size=4, shuffle=True, seed=3, augment=CFG, num_threads=2)
+    ld.set_epoch(0)
+    a = _collect(ld)
+    ld.set_epoch(0)
+    b = _collect(ld)
+    for x, y in zip(a, b):
+        _equal(x, y)
+    order0 = torch.cat([x["index"] for x in a]).tolist()
+    assert sorted(order0) == list(range(10)) and order0 != list(range(10))
+    ld.set_epoch(1)
+    order1 = torch.cat([x["index"] for x in _collect(ld)]).tolist()
+    assert sorted(order1) == list(range(10)) and order1 != order0
+    # a completed epoch advances the epoch (new order without set_epoch, like torch shuffle)
+    assert ld.epoch == 2
+    ld2 = DataLoader(blobs, batch_size=4, shuffle=True, seed=3, augment=CFG, num_threads=1, prefetch=1)
+    for x, y in zip(a, _collect(ld2)):  # same seed, other thread count: same batches
+        _equal(x, y)
+    ld3 = DataLoader(blobs, batch_size=4, shuffle=True, seed=4, augment=CFG, num_threads=2)
+    assert torch.cat([x["index"] for x in _collect(ld3)]).tolist() != order0
+
+
+def test_contents_equal_pipeline_by_hand(packed):
+    """record -> sample_params -> CpuAugmenter -> transform_instances -> targets, by hand."""
+    from fastload.augment.cpu import CpuAugmenter
+    from fastload.augment.geometry import transform_instances
+    from fastload.augment.params import sample_params
+    from fastload.targets.centernet import centernet
+
+    def area(inst, out_size):
+        return {"n_parts": np.array([inst.part_offsets.shape[0] - 1], np.int64)}
+
+    seed, epoch = 11, 2
+    ld = DataLoader(packed, batch_size=3, shuffle=True, seed=seed, augment=CFG, num_threads=2,
+                    targets=[CenterNetTarget(stride=4, max_objs=16), FunctionTarget(area)])
+    ld.set_epoch(epoch)
+    aug = CpuAugmenter(CFG, 1)
+    checked = 0
+    for batch in ld:
+        for j, i in enumerate(batch["index"].tolist()):
+            rec = packed[i]
+            p = sample_params(CFG, seed, epoch, i, rec.height, rec.width)
+            img = aug.run([rec.image_bytes], [p])[0]
+            assert np.array_equal(batch["image"][j].numpy(), img)
+            inst = transform_instances(rec, p, CFG.out_size, CFG.min_visible, packed.flip_pairs)
+            n = inst.labels.shape[0]
+            assert int(batch["num_instances"][j]) == n
+            assert np.array_equal(batch["boxes"][j, :n].numpy(), inst.boxes)
+            assert np.array_equal(batch["labels"][j, :n].numpy(), inst.labels)
+            assert np.array_equal(batch["ignore"][j, :n].numpy(), inst.ignore)
+            V = inst.points.shape[0]
+            assert np.array_equal(batch["poly_points"][j, :V].numpy(), inst.points)
+            lengths = np.diff(inst.part_offsets)
+            assert np.array_equal(batch["poly_lengths"][j, :len(lengths)].numpy(), lengths)
+            owner = np.repeat(np.arange(n), np.diff(inst.inst_parts))
+            assert np.array_equal(batch["poly_instance"][j, :len(owner)].numpy(), owner)
+            if inst.keypoints is not None:
+                assert np.array_equal(batch["keypoints"][j, :n].numpy(), inst.keypoints)
+            keep = ~inst.ignore
+            t = centernet(inst.boxes[keep] / 4, inst.labels[keep], len(packed.classes), 16, 16,
+                          max_objs=16)
+            for k in ("hm", "wh", "reg", "ind", "reg_mask"):
+                assert np.array_equal(batch[k][j].numpy(), t[k]), k
+            assert batch["n_parts"][j].item() == len(lengths)
+            checked += 1
+    assert checked == len(packed)
+    aug.close()
+
+
+def test_resume_equals_uninterrupted(blobs):
+    kw = dict(batch_size=3, shuffle=True, seed=5, augment=CFG, num_threads=2)
+    full = DataLoader(blobs, **kw)
+    full.set_epoch(1)
+    ref = _collect(full)
+    ld = DataLoader(blobs, **kw)
+    ld.set_epoch(1)
+    it = iter(ld)
+    got = [next(it), next(it)]
+    state = ld.state_dict()
+    assert state["epoch"] == 1 and state["batches_consumed"] == 2
+    del it
+    ld2 = DataLoader(blobs, **kw)
+    ld2.load_state_dict(state)
+    rest = _collect(ld2)
+    assert len(rest) == len(ref) - 2
+    for x, y in zip(ref, got + rest):
+        _equal(x, y)
+    assert ld2.epoch == 2 and ld2.state_dict()["batches_consumed"] == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(blobs, batch_size=2, augment=CFG).load_state_dict(state)
+
+
+# ------------------------------------------------------------------ torch keywords
+@pytest.mark.parametrize("kw,hint", [
+    ({"num_workers": 4}, "num_threads"),
+    ({"collate_fn": collate}, "FunctionTarget"),
+    ({"sampler": [0, 1]}, "rank=/world_size="),
+    ({"batch_sampler": [[0, 1]]}, "batch_size="),
+    ({"worker_init_fn": print}, "no worker processes"),
+    ({"persistent_workers": True}, "persist"),
+    ({"multiprocessing_context": "spawn"}, "no processes"),
+    ({"pin_memory": True}, "on `device`"),
+    ({"pin_memory_device": "cuda"}, "device="),
+    ({"in_order": False}, "in order"),
+])
+def test_torch_keywords_refused_with_hint(blobs, kw, hint):
+    with pytest.raises(TypeError, match="does not support") as e:
+        DataLoader(blobs, augment=CFG, **kw)
+    assert hint in str(e.value)
+
+
+def test_torch_keywords_honoured(blobs):
+    ld = DataLoader(blobs, augment=CFG, num_workers=0, pin_memory=False, persistent_workers=False,
+                    prefetch_factor=5, generator=torch.Generator().manual_seed(77), timeout=30)
+    assert ld.prefetch == 5 and ld.seed == 77 and ld.timeout == 30
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shuffel'"):
+        DataLoader(blobs, shuffel=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(blobs, batch_size=0)
+    with pytest.raises(ValueError, match="on_error"):
+        DataLoader(blobs, on_error="ignore")
+    with pytest.raises(ValueError, match="unknown target"):
+        DataLoader(blobs, targets=["centrnet"])
+
+
+# ------------------------------------------------------------------ distributed split (in-process)
+@pytest.mark.parametrize("n,ws", [(10, 2), (10, 3), (7, 4), (2, 3)])
+def test_epoch_indices_split(n, ws):
+    shares = [epoch_indices(n, seed=1, epoch=3, shuffle=True, rank=r, world_size=ws) for r in range(ws)]
+    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == -(-n // ws)
+    allidx = np.concatenate(shares)
+    assert set(allidx.tolist()) == set(range(n))
+    assert len(allidx) - n == (-n) % ws  # only the documented pads repeat
+    order = epoch_indices(n, seed=1, epoch=3, shuffle=True)
+    assert not np.array_equal(order, epoch_indices(n, seed=1, epoch=4, shuffle=True))
+
+
+def test_rank_world_size_arguments(blobs):
+    lens = [len(DataLoader(blobs, batch_size=2, rank=r, world_size=3, augment=CFG)) for r in range(3)]
+    assert lens == [2, 2, 2]
+    with pytest.raises(ValueError, match="both rank and world_size"):
+        DataLoader(blobs, rank=1)
+    with pytest.raises(ValueError, match="rank < world_size"):
+        DataLoader(blobs, rank=2, world_size=2)
+
+
+# ------------------------------------------------------------------ failures
+def test_corrupt_image_error_names_sample(blobs):
+    corrupt_image(blobs, 5)
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, num_threads=2)
+    t0 = time.monotonic()
+    seen = []
+    with pytest.raises(SampleError) as e:
+        for b in ld:
+            seen += b["index"].tolist()
+    assert time.monotonic() - t0 < 60
+    msg = str(e.value)
+    assert "sample index 5" in msg and "id 5" in msg and "img_0005.jpg" in msg
+    assert e.value.index == 5 and e.value.file_name == "img_0005.jpg"
+    assert seen == [0, 1, 2, 3]
+    assert not _producers()
+
+
+def test_corrupt_record_error_and_skip_policy(blobs):
+    corrupt_record(blobs, 2)
+    corrupt_image(blobs, 7)
+    with pytest.raises(SampleError, match="sample index 2 .*reading the record"):
+        list(DataLoader(blobs, batch_size=4, augment=CFG))
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, on_error="skip")
+    got = [b["index"].tolist() for b in ld]
+    assert got == [[0, 1, 3], [4, 5, 6], [8, 9]]
+    assert ld.stats["skipped"] == 2
+    assert [s["index"] for s in ld.stats["skipped_samples"]] == [2, 7]
+    assert ld.stats["skipped_samples"][1]["file"] == "img_0007.jpg"
+
+
+def test_target_error_reaches_loop(blobs):
+    def bad(inst, out_size):
+        raise RuntimeError("boom")
+    with pytest.raises(SampleError, match="sample index 0 .*img_0000.jpg.*building targets.*boom"):
+        next(iter(DataLoader(blobs, batch_size=2, augment=CFG, targets=[FunctionTarget(bad)])))
+
+
+def test_break_delete_and_interrupt_leave_no_threads(blobs):
+    ld = DataLoader(blobs, batch_size=2, augment=CFG, num_threads=2, prefetch=1)
+    for _ in ld:
+        break  # producer is blocked on the full queue here
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _producers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _producers()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in ld:
+            raise KeyboardInterrupt
+    gc.collect()
+    assert not _producers()
+    it = iter(ld)
+    next(it)
+    it.close()
+    assert not _producers()
+    del ld, it
+    gc.collect()
+    assert not _fastload_threads()
+
+
+def test_program_end_mid_epoch_exits(tmp_path, blobs):
+    """Leaving a loader mid-epoch at interpreter exit: the process ends promptly, rc 0."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]
+        from _data import blob_dataset
+        from fastload import DataLoader, AugmentConfig
+        ld = DataLoader(blob_dataset(6), batch_size=2, augment=AugmentConfig(out_size=(64, 64)), prefetch=1)
+        it = iter(ld)
+        next(it)
+        print("ok", flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_all_target_specs_match_kernels(packed):
+    """masks / fcos / keypoints specs fill the batch exactly like the kernels called by hand."""
+    from fastload.augment.geometry import transform_instances
+    from fastload.augment.params import sample_params
+    from fastload.targets import fcos, instance_masks, keypoint_targets, semantic_mask
+    from fastload.targets.specs import FCOSTarget, KeypointTarget, MaskTarget
+
+    SR = ((0.0, 32.0), (32.0, float("inf")))
+    cfg = AugmentConfig.off(out_size=(64, 64), rotate_deg=(-30, 30), hflip_prob=0.5)
+    ld = DataLoader(packed, batch_size=4, augment=cfg, seed=2, num_threads=2,
+                    targets=[MaskTarget(stride=2), FCOSTarget(strides=(8, 16), size_ranges=SR),
+                             KeypointTarget(stride=4, max_objs=8)])
+    batch = next(iter(ld))
+    K = len(packed.keypoint_names)
+    assert batch["hp_hm"].shape == (4, K, 16, 16) and batch["semantic"].shape == (4, 32, 32)
+    M = batch["boxes"].shape[1]
+    assert batch["inst_masks"].shape == (4, M, 32, 32)
+    for j, i in enumerate(batch["index"].tolist()):
+        rec = packed[i]
+        p = sample_params(cfg, 2, 0, i, rec.height, rec.width)
+        inst = transform_instances(rec, p, cfg.out_size, cfg.min_visible, packed.flip_pairs)
+        n = inst.labels.shape[0]
+        sem = semantic_mask(inst.points, inst.part_offsets, inst.inst_parts, inst.labels,
+                            inst.ignore, 32, 32, 2.0)
+        assert np.array_equal(batch["semantic"][j].numpy(), sem)
+        im = instance_masks(inst.points, inst.part_offsets, inst.inst_parts, 32, 32, 2.0)
+        assert np.array_equal(batch["inst_masks"][j, :n].numpy(), im)
+        assert not batch["inst_masks"][j, n:].any()
+        keep = ~inst.ignore
+        f = fcos(inst.boxes[keep], inst.labels[keep], 64, 64, len(packed.classes), strides=(8, 16),
+                 size_ranges=SR)
+        for k, v in f.items():
+            assert np.array_equal(batch[k][j].numpy(), v), k
+        kp = inst.keypoints[keep].copy() if inst.keypoints is not None else np.zeros((0, K, 3), np.float32)
+        kp[..., :2] /= 4
+        t = keypoint_targets(inst.boxes[keep] / 4, kp, 16, 16, max_objs=8)
+        for k, v in t.items():
+            assert np.array_equal(batch[k][j].numpy(), v), k
+
+
+def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
+    """backend="dali" (DALI CPU operators here): images equal DaliAugmenter run by hand on
+    the same batches in the same order; a bad JPEG names its sample; skip works."""
+    from fastload.augment.dali import DaliAugmenter
+    from fastload.augment.params import sample_params
+
+    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, backend="dali", seed=4,
+                    num_threads=2)
+    got = _collect(ld)
+    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=4)
+    for b in got:
+        idx = b["index"].tolist()
+        recs = [blobs[i] for i in idx]
+        ps = [sample_params(CFG, 4, 0, i, r.height, r.width) for i, r in zip(idx, recs)]
+        assert torch.equal(aug.run([r.image_bytes for r in recs], ps), b["image"])
+    aug.close()
+    corrupt_image(blobs, 6)
+    with pytest.raises(SampleError, match="sample index 6 .*img_0006.jpg"):
+        list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
+    assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
