@@ -322,6 +322,10 @@ def test_dtypes_partial_batches_and_prefetch(dtype, tdtype):
     assert x.shape == (4, 3, 40, 48) and y.shape == (1, 3, 40, 48)
     with pytest.raises(ValueError, match="1..4"):
         aug.run(encs, ps)
+    if dtype == "uint8":
+        off = DaliAugmenter(AugmentConfig.off(out_size=(40, 48)), 2)
+        with pytest.raises(ValueError, match="hue_deg"):
+            off.run(encs[:1], [plain(48, 64, hue=5.0)])
 
 
 def test_corrupt_image_names_the_sample():

@@ -68,7 +68,7 @@ class DaliAugmenter:
         self.device_id = device_id
         self.num_threads = int(num_threads)
         self.seed = int(seed)
-        self.use_hue = cfg.hue_deg != (0.0, 0.0) and tuple(cfg.hue_deg) != (0, 0)
+        self.use_hue = tuple(cfg.hue_deg) != (0.0, 0.0)
         self.use_noise = float(cfg.noise_sigma[1]) > 0.0
         self.use_shadow = cfg.shadow_prob > 0.0
         self._pending: deque = deque()
@@ -133,6 +133,14 @@ class DaliAugmenter:
         if not 0 < n <= self.batch_size:
             raise ValueError(f"batch of {n} samples; must be 1..{self.batch_size}")
         out_h, out_w = self.cfg.out_size
+        for i, q in enumerate(params):  # a stage left out of the graph must not be needed
+            if not self.use_hue and q.hue_deg != 0.0:
+                raise ValueError(f"sample {i}: hue_deg={q.hue_deg} but cfg.hue_deg is off")
+            if not self.use_noise and q.noise_sigma != 0.0:
+                raise ValueError(f"sample {i}: noise_sigma={q.noise_sigma} but cfg.noise_sigma "
+                                 "is off")
+            if not self.use_shadow and q.shadow_polygons and q.shadow_darkness != 1.0:
+                raise ValueError(f"sample {i}: has a shadow but cfg.shadow_prob is 0")
         enc = []
         for i, e in enumerate(encoded):
             a = np.frombuffer(e, np.uint8) if isinstance(e, (bytes, bytearray, memoryview)) \
