@@ -307,15 +307,34 @@ class Dataset:
         return out  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> Record:
-        raw = self.get_raw(i)
-        try:
-            return Record.decode(raw)
-        except RecordError as e:
-            raise StoreError(f"{self.path}: record {i}: {e}") from None
+        s, j = self.locate(i)
+        # decode straight from LMDB's memory map (buffers=True) inside the transaction:
+        # msgpack copies every field out, so the record outlives the transaction, and the
+        # value is copied once instead of twice
+        with self._env(s).begin(buffers=True) as txn:
+            v = txn.get(encode_key(j))
+            if v is None:
+                raise StoreError(f"{self._shard_files[s]}: record {j} (global index {i}) is missing")
+            try:
+                return Record.decode(v)
+            except RecordError as e:
+                raise StoreError(f"{self.path}: record {i}: {e}") from None
 
     def read_many(self, indices: Iterable[int]) -> List[Record]:
-        """Decoded records for many indices (one transaction per shard)."""
-        return [Record.decode(v) for v in self.get_raw_many(indices)]
+        """Decoded records for many indices, in the given order (one transaction per shard)."""
+        idx = [self.locate(i) for i in indices]
+        out: List[Optional[Record]] = [None] * len(idx)
+        by_shard: Dict[int, List[int]] = {}
+        for k, (s, _) in enumerate(idx):
+            by_shard.setdefault(s, []).append(k)
+        for s, ks in by_shard.items():
+            with self._env(s).begin(buffers=True) as txn:
+                for k in ks:
+                    v = txn.get(encode_key(idx[k][1]))
+                    if v is None:
+                        raise StoreError(f"{self._shard_files[s]}: record {idx[k][1]} is missing")
+                    out[k] = Record.decode(v)
+        return out  # type: ignore[return-value]
 
     def __iter__(self):
         for i in range(self._len):
