@@ -38,6 +38,11 @@ def test_len_index_and_shards(packed):
     assert ds.get_raw_many(order) == [ds.get_raw(i) for i in order]
     assert [r.id for r in ds.read_many(order)] == [recs[i].id for i in order]
     assert [i for i, _ in ds.iter_raw()] == list(range(23))
+    # records decoded from the memory map stay valid after their transaction and a close
+    r = ds[3]
+    ds.close()
+    assert r.image_bytes == (out.parent / "src" / "images" / r.file_name).read_bytes()
+    assert np.array_equal(r.instances[0].polygons[0], scenes[3].instances[0].polygons[0])
 
 
 def test_threads_share_a_dataset(packed):
