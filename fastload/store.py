@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import lmdb
-import numpy as np
 
 from fastload.record import Record, RecordError
 

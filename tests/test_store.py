@@ -174,3 +174,11 @@ def test_demo_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "packed 3 images" in text and "records      3 in 1 shard(s)" in text
     assert len(Dataset(tmp_path / "packed")) == 3
+
+
+def test_reader_registry_errors():
+    from fastload.formats import READERS, get_reader
+    assert set(READERS) == {"coco", "labelme", "via", "yolo", "masks"}
+    with pytest.raises(ValueError, match="unknown input format 'nope'"):
+        get_reader("nope")
+    assert hasattr(get_reader("coco"), "read")
