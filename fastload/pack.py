@@ -49,7 +49,7 @@ from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset, SourceSample
 from fastload.record import FLAG_CROWD, FLAG_IGNORE, Record
 from fastload.store import (FORMAT_VERSION, MANIFEST_NAME, SHARD_PATTERN, ShardWriter,
-                            write_json_atomic)
+                            record_digest, write_json_atomic)
 
 #: vertices up to this many pixels outside the image are clipped; further is an error
 OVERSHOOT = 2.0
@@ -400,7 +400,9 @@ def prepare_sample(sample: SourceSample, index: int, num_classes: int,
                  ignore=int((flags & FLAG_IGNORE).astype(bool).sum()),
                  keypoints=sum(kps_list[k] is not None for k in kept),
                  clipped=int(clipped[keep_part].sum()), image_bytes=len(data))
-    return rec.encode(), problems, stats
+    value = rec.encode()
+    stats["digest"] = record_digest(value)  # hashed here, in the worker, not in the writer
+    return value, problems, stats
 
 
 @njit(nogil=True, cache=True)
@@ -584,7 +586,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
                     continue
                 if writer is None:
                     writer = ShardWriter(tmp / SHARD_PATTERN.format(len(shards)))
-                writer.append(value)
+                writer.append(value, st.get("digest"))
                 summary.images += 1
                 summary.instances += st["instances"]
                 summary.polygons += st["polygons"]
@@ -628,7 +630,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             "source_format": format,
             "source": str(src.absolute()),
             "key_format": "uint64 big-endian local index within the shard",
-            "checksum": "blake2b-256 of the record values in key order",
+            "checksum": "blake2b-256 of the blake2b-128 digests of the record values in key order",
             "num_records": summary.images,
             "shards": shards,
             "classes": list(sds.classes),
