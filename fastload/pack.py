@@ -521,6 +521,10 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
         raise PackError(f"shard_size must be >= 1, not {shard_size}")
     if not src.exists():
         raise PackError(f"{src}: no such file or directory")
+    rs, ro = src.resolve(), out.resolve()
+    if rs == ro or ro in rs.parents:
+        raise PackError(f"{out}: OUT is or contains the source {src}; choose another OUT "
+                        f"(--overwrite would delete the source)")
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     _cleanup_leftovers(out)
