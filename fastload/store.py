@@ -15,9 +15,11 @@ The global index ``i`` maps to ``(s, j)`` through the cumulative record counts o
 manifest's shard list. Values are :class:`fastload.record.Record` encodings
 (versioned msgpack, no pickle).
 
-Each shard entry of the manifest holds ``count``, ``bytes`` (sum of value lengths)
-and ``blake2b`` (hex digest, 32 bytes, of all values concatenated in key order):
-``fastload verify`` recomputes them.
+Each shard entry of the manifest holds ``count``, ``file_bytes`` (size of the LMDB
+file: a shorter file is an incomplete copy and is refused), ``bytes`` (sum of value lengths)
+and ``blake2b``: the hex blake2b-256 of the concatenated per-record digests
+(blake2b-128 of each value, :func:`record_digest`) in key order, so packing workers hash
+records in parallel; ``fastload verify`` recomputes them.
 
 Readers (:class:`Dataset`) open each environment lazily, read-only, ``lock=False``,
 ``readahead=False``, once per process: after a ``fork`` the child notices the new
@@ -35,10 +37,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional
 
 import lmdb
-import numpy as np
 
 from fastload.record import Record, RecordError
 
@@ -50,6 +51,24 @@ SHARD_PATTERN = "shard-{:05d}.lmdb"
 
 class StoreError(ValueError):
     """A packed dataset directory is missing, incomplete or corrupt."""
+
+
+def record_digest(value) -> bytes:
+    """blake2b-128 of one record value (the unit of the shard checksum)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
+class ShardHash:
+    """The shard checksum: blake2b-256 over the per-record digests in key order."""
+
+    def __init__(self):
+        self._h = hashlib.blake2b(digest_size=32)
+
+    def update(self, value=None, digest: Optional[bytes] = None) -> None:
+        self._h.update(digest if digest is not None else record_digest(value))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def encode_key(j: int) -> bytes:
@@ -92,14 +111,17 @@ class ShardWriter:
                              readonly=False, lock=True, sync=False, metasync=False,
                              meminit=False, max_dbs=0, readahead=False)
         self._pending: List[bytes] = []
+        self._digests: List[bytes] = []
         self.count = 0
         self.nbytes = 0
-        self._hash = hashlib.blake2b(digest_size=32)
+        self._hash = ShardHash()
 
-    def append(self, value: bytes) -> int:
-        """Queue ``value`` as the next record; returns its local index."""
+    def append(self, value: bytes, digest: Optional[bytes] = None) -> int:
+        """Queue ``value`` as the next record (``digest``: its :func:`record_digest`, if the
+        caller computed it already); returns its local index."""
         j = self.count + len(self._pending)
         self._pending.append(bytes(value))
+        self._digests.append(digest if digest is not None else record_digest(value))
         if len(self._pending) >= self.batch:
             self.flush()
         return j
@@ -116,11 +138,12 @@ class ShardWriter:
             except lmdb.MapFullError:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
-        for v in self._pending:
-            self._hash.update(v)
+        for v, d in zip(self._pending, self._digests):
+            self._hash.update(digest=d)
             self.nbytes += len(v)
         self.count += len(self._pending)
         self._pending = []
+        self._digests = []
 
     def close(self) -> dict:
         self.flush()
@@ -130,14 +153,15 @@ class ShardWriter:
         if lock.exists():
             lock.unlink()
         return {"file": self.path.name, "count": self.count, "bytes": self.nbytes,
-                "blake2b": self._hash.hexdigest()}
+                "blake2b": self._hash.hexdigest(), "file_bytes": self.path.stat().st_size}
 
 
 # ---------------------------------------------------------------------------- reading
-def load_manifest(path) -> dict:
+def load_manifest(path, check_files: bool = True) -> dict:
     """Read and check ``path/manifest.json``; raises :class:`StoreError` with a clear
     message for a missing directory, a directory without manifest (an interrupted or
-    foreign directory), unreadable JSON or a newer format version."""
+    foreign directory), unreadable JSON, a newer format version, or (``check_files``)
+    missing / truncated shard files."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such dataset directory")
@@ -158,10 +182,25 @@ def load_manifest(path) -> dict:
     if int(m.get("format_version", 0)) > FORMAT_VERSION:
         raise StoreError(f"{mpath}: format version {m.get('format_version')} is newer than "
                          f"this fastload supports ({FORMAT_VERSION}); upgrade fastload")
-    for s in m["shards"]:
-        if not (path / s["file"]).exists():
-            raise StoreError(f"{path}: shard file {s['file']} listed in the manifest is missing")
+    if check_files:
+        bad = shard_file_problems(path, m)
+        if bad:
+            raise StoreError(f"{path}: {bad[0]}")
     return m
+
+
+def shard_file_problems(path, manifest) -> List[str]:
+    """Missing or truncated shard files (an incomplete copy): LMDB maps the file and
+    would crash the process (SIGBUS) on pages past its end, so they are never opened."""
+    out = []
+    for s in manifest["shards"]:
+        f = Path(path) / s["file"]
+        if not f.exists():
+            out.append(f"shard file {s['file']} listed in the manifest is missing")
+        elif "file_bytes" in s and f.stat().st_size < int(s["file_bytes"]):
+            out.append(f"shard file {s['file']} is truncated ({f.stat().st_size} of "
+                       f"{s['file_bytes']} bytes); copy the dataset again")
+    return out
 
 
 # Process-wide cache of open read-only environments, keyed by shard path. LMDB (and
@@ -233,9 +272,9 @@ class Dataset:
     ``flip_pairs`` (list of (left, right) index pairs), ``skeleton``, ``source_format``.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, check_files: bool = True):
         self.path = Path(path)
-        self.manifest = load_manifest(self.path)
+        self.manifest = load_manifest(self.path, check_files)
         m = self.manifest
         self.classes: List[str] = list(m.get("classes") or [])
         self.keypoint_names: Optional[List[str]] = m.get("keypoint_names")
@@ -307,15 +346,34 @@ class Dataset:
         return out  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> Record:
-        raw = self.get_raw(i)
-        try:
-            return Record.decode(raw)
-        except RecordError as e:
-            raise StoreError(f"{self.path}: record {i}: {e}") from None
+        s, j = self.locate(i)
+        # decode straight from LMDB's memory map (buffers=True) inside the transaction:
+        # msgpack copies every field out, so the record outlives the transaction, and the
+        # value is copied once instead of twice
+        with self._env(s).begin(buffers=True) as txn:
+            v = txn.get(encode_key(j))
+            if v is None:
+                raise StoreError(f"{self._shard_files[s]}: record {j} (global index {i}) is missing")
+            try:
+                return Record.decode(v)
+            except RecordError as e:
+                raise StoreError(f"{self.path}: record {i}: {e}") from None
 
     def read_many(self, indices: Iterable[int]) -> List[Record]:
-        """Decoded records for many indices (one transaction per shard)."""
-        return [Record.decode(v) for v in self.get_raw_many(indices)]
+        """Decoded records for many indices, in the given order (one transaction per shard)."""
+        idx = [self.locate(i) for i in indices]
+        out: List[Optional[Record]] = [None] * len(idx)
+        by_shard: Dict[int, List[int]] = {}
+        for k, (s, _) in enumerate(idx):
+            by_shard.setdefault(s, []).append(k)
+        for s, ks in by_shard.items():
+            with self._env(s).begin(buffers=True) as txn:
+                for k in ks:
+                    v = txn.get(encode_key(idx[k][1]))
+                    if v is None:
+                        raise StoreError(f"{self._shard_files[s]}: record {idx[k][1]} is missing")
+                    out[k] = Record.decode(v)
+        return out  # type: ignore[return-value]
 
     def __iter__(self):
         for i in range(self._len):
@@ -352,59 +410,71 @@ def verify(path, decode_images: bool = True, progress: bool = False):
     Returns a list of problem strings (empty when everything is fine); records are
     named by global index, id and file name.
     """
-    import io
-    from PIL import Image
-
-    ds = Dataset(path)
+    ds = Dataset(path, check_files=False)
     problems: List[str] = []
+    unsafe = set()
+    for msg in shard_file_problems(ds.path, ds.manifest):
+        problems.append(msg)
+        unsafe.add(msg.split()[2])  # never open a missing / truncated file
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(ds), unit="rec", desc="verify", file=sys.stderr)
     for s, entry in enumerate(ds.manifest["shards"]):
-        h = hashlib.blake2b(digest_size=32)
-        n = nbytes = 0
-        expect_j = 0
-        with ds._env(s).begin(buffers=False) as txn:
-            for k, v in txn.cursor():
-                j = decode_key(k)
-                gi = ds._starts[s] + j
-                if j != expect_j:
-                    problems.append(f"{entry['file']}: key {j} where {expect_j} was expected")
-                expect_j = j + 1
-                h.update(v)
-                n += 1
-                nbytes += len(v)
-                try:
-                    rec = Record.decode(v)
-                except RecordError as e:
-                    problems.append(f"record {gi}: {e}")
-                    continue
-                if decode_images:
-                    try:
-                        with Image.open(io.BytesIO(rec.image_bytes)) as im:
-                            im.load()
-                            size = im.size
-                        if size != (rec.width, rec.height):
-                            raise ValueError(f"decoded size {size[0]}x{size[1]} differs from "
-                                             f"recorded {rec.width}x{rec.height}")
-                    except Exception as e:
-                        problems.append(f"record {gi} (id {rec.id}, {rec.file_name}): image does "
-                                        f"not decode: {e}")
-                if bar is not None:
-                    bar.update(1)
-        if n != entry["count"]:
-            problems.append(f"{entry['file']}: {n} records, the manifest says {entry['count']}")
-        if nbytes != entry.get("bytes", nbytes):
-            problems.append(f"{entry['file']}: {nbytes} bytes of records, the manifest says "
-                            f"{entry['bytes']}")
-        if h.hexdigest() != entry.get("blake2b"):
-            problems.append(f"{entry['file']}: checksum mismatch (blake2b of the records in key "
-                            f"order differs from the manifest)")
+        if entry["file"] in unsafe:
+            continue
+        try:
+            _verify_shard(ds, s, entry, decode_images, problems, bar)
+        except (lmdb.Error, StoreError) as e:
+            problems.append(f"{entry['file']}: cannot read the shard: {e}")
     if bar is not None:
         bar.close()
     ds.close()
     return problems
+
+
+def _verify_shard(ds, s, entry, decode_images, problems, bar):
+    import io
+    from PIL import Image
+    h = ShardHash()
+    n = nbytes = 0
+    expect_j = 0
+    with ds._env(s).begin(buffers=False) as txn:
+        for k, v in txn.cursor():
+            j = decode_key(k)
+            gi = ds._starts[s] + j
+            if j != expect_j:
+                problems.append(f"{entry['file']}: key {j} where {expect_j} was expected")
+            expect_j = j + 1
+            h.update(v)
+            n += 1
+            nbytes += len(v)
+            try:
+                rec = Record.decode(v)
+            except RecordError as e:
+                problems.append(f"record {gi}: {e}")
+                continue
+            if decode_images:
+                try:
+                    with Image.open(io.BytesIO(rec.image_bytes)) as im:
+                        im.load()
+                        size = im.size
+                    if size != (rec.width, rec.height):
+                        raise ValueError(f"decoded size {size[0]}x{size[1]} differs from "
+                                         f"recorded {rec.width}x{rec.height}")
+                except Exception as e:
+                    problems.append(f"record {gi} (id {rec.id}, {rec.file_name}): image does "
+                                    f"not decode: {e}")
+            if bar is not None:
+                bar.update(1)
+    if n != entry["count"]:
+        problems.append(f"{entry['file']}: {n} records, the manifest says {entry['count']}")
+    if nbytes != entry.get("bytes", nbytes):
+        problems.append(f"{entry['file']}: {nbytes} bytes of records, the manifest says "
+                        f"{entry['bytes']}")
+    if h.hexdigest() != entry.get("blake2b"):
+        problems.append(f"{entry['file']}: checksum mismatch (the blake2b of the records in "
+                        f"key order differs from the manifest)")
 
 
 def format_info(path) -> str:
@@ -450,7 +520,7 @@ def _cmd_verify(args) -> int:
         return 2
     for p in problems:
         print(p)
-    n = len(Dataset(args.dataset))
+    n = sum(int(e["count"]) for e in load_manifest(args.dataset, check_files=False)["shards"])
     if problems:
         print(f"verify: {len(problems)} problem(s) in {n} records", file=sys.stderr)
         return 1
