@@ -390,7 +390,7 @@ def prepare_sample(sample: SourceSample, index: int, num_classes: int,
                 kps[j, : kps_list[k].shape[0]] = kps_list[k]
     flags = np.array([(FLAG_IGNORE if insts[k].ignore else 0) | (FLAG_CROWD if insts[k].crowd
                                                                   else 0) for k in kept], np.uint8)
-    rid = getattr(sample, "image_id", None)
+    rid = sample.image_id
     rec = Record(id=index if rid is None else int(rid), file_name=fname, image_bytes=data,
                  image_format=fmt, height=h, width=w, points=points, part_offsets=part_offsets,
                  inst_parts=inst_parts,
@@ -546,7 +546,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     except (ValueError, OSError) as e:
         raise PackError(f"cannot read {format} dataset {src}: {e}") from None
     samples = list(sds.samples)
-    root = getattr(sds, "root", None)
+    root = sds.root
     if root is None:
         root = src if src.is_dir() else src.parent
     num_kp = len(sds.keypoint_names) if sds.keypoint_names else None

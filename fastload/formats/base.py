@@ -58,6 +58,7 @@ class SourceSample:
     instances: List[SourceInstance] = field(default_factory=list)
     problems: List[Problem] = field(default_factory=list)
     declared_size: Optional[Tuple[int, int]] = None  # (h, w) the annotation file claims, if any
+    image_id: Optional[int] = None  # the record id to store (COCO image id); None: position in sorted order
 
 
 @dataclass
@@ -69,3 +70,4 @@ class SourceDataset:
     flip_pairs: Optional[List[Tuple[int, int]]] = None
     skeleton: Optional[List[Tuple[int, int]]] = None
     problems: List[Problem] = field(default_factory=list)  # dataset-level problems
+    root: Optional[Path] = None  # folder every image must stay inside (pack refuses paths escaping it)
