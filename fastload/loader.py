@@ -325,13 +325,22 @@ def _stop_all():  # program end: stop every producer so nothing is left waiting
 
 
 class _Pipeline:
-    """One epoch's producer thread and its bounded queue. Holds no reference to the iterator."""
+    """A producer thread and its bounded queue, starting at (epoch, start).
 
-    def __init__(self, loader_ref, batches, start, epoch, prefetch):
+    It builds the batches of its epoch, puts ("end", epoch), then goes on with the next
+    epoch's first batches (at most ``prefetch`` of them wait in the queue), so a training
+    loop that moves on to epoch + 1 finds them ready: no bubble at epoch boundaries. The
+    loader hands the running pipeline to the next iterator when its (seed, epoch, start)
+    match, and shuts it down otherwise. Holds the loader weakly and the iterator not at all.
+    """
+
+    def __init__(self, loader_ref, epoch, start, seed, prefetch):
         self.q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
+        self.seed = seed
+        self.next_epoch = epoch   # the epoch whose batches the queue will deliver next
         self._loader_ref = loader_ref  # weak: a blocked producer must not keep the loader alive
-        self.thread = threading.Thread(target=self._run, args=(batches, start, epoch),
+        self.thread = threading.Thread(target=self._run, args=(epoch, start),
                                        name="fastload-producer", daemon=True)
         _LIVE.add(self)
         self.thread.start()
@@ -345,29 +354,48 @@ class _Pipeline:
                 continue
         return False
 
-    def _run(self, batches, start, epoch):
+    def _run(self, epoch, start):
         try:
-            ld = self._loader_ref()
-            if ld is None:
-                return
-            ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
-            del ld
-            for k in range(start, len(batches)):
+            while not self.stop.is_set():
                 ld = self._loader_ref()
-                if ld is None or self.stop.is_set():
+                if ld is None:
                     return
-                cur = ahead
-                ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
-                item = ld._make_batch(batches[k], epoch, cur, self.stop)
-                del ld, cur
-                if item is None:  # every sample of the batch was skipped
-                    continue
-                if not self._put(("batch", k, item)):
+                batches = ld._epoch_batches(epoch)
+                ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
+                del ld
+                for k in range(start, len(batches)):
+                    ld = self._loader_ref()
+                    if ld is None or self.stop.is_set():
+                        return
+                    cur = ahead
+                    ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
+                    item = ld._make_batch(batches[k], epoch, cur, self.stop)
+                    del ld, cur
+                    if item is None:  # every sample of the batch was skipped
+                        continue
+                    if not self._put(("batch", epoch, k, item)):
+                        return
+                    del item
+                if not self._put(("end", epoch, None, None)):
                     return
-                del item
-            self._put(("end", None, None))
+                epoch, start = epoch + 1, 0
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            self._put(("error", None, e))
+            self._put(("error", epoch, None, e))
+
+    def get(self, timeout):
+        """Next item; RuntimeError if the thread died without one, TimeoutError after timeout."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                return self.q.get(timeout=0.05)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    try:  # it may have put its last item just before exiting
+                        return self.q.get_nowait()
+                    except queue.Empty:
+                        raise RuntimeError("fastload: the producer thread stopped without a result") from None
+                if timeout and time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"fastload: no batch within timeout={timeout} s") from None
 
     def shutdown(self, join_timeout=5.0):
         self.stop.set()
@@ -382,15 +410,17 @@ class _Pipeline:
 
 
 class _LoaderIter:
-    """Iterator over one epoch. ``close()`` (or dropping it) stops its producer thread."""
+    """Iterator over one epoch. ``close()`` (or dropping it mid-epoch) stops its producer
+    thread; an epoch run to its end hands the producer back to the loader for the next one."""
 
-    def __init__(self, loader: "DataLoader", batches, start, epoch):
+    def __init__(self, loader: "DataLoader", pipe: _Pipeline, n, epoch):
+        self._loader = loader  # like torch: a live iterator keeps its loader alive
         self._loader_ref = weakref.ref(loader)
-        self._n = len(batches)
+        self._n = n
         self._epoch = epoch
         self._timeout = loader.timeout
-        self._pipe = _Pipeline(self._loader_ref, batches, start, epoch, loader.prefetch)
-        self._fin = weakref.finalize(self, self._pipe.shutdown)
+        self._pipe = pipe
+        self._fin = weakref.finalize(self, pipe.shutdown)
         self._done = False
 
     def __iter__(self):
@@ -402,28 +432,20 @@ class _LoaderIter:
     def __next__(self):
         if self._done:
             raise StopIteration
-        pipe = self._pipe
-        t0 = time.monotonic()
-        while True:
-            try:
-                kind, k, item = pipe.q.get(timeout=0.05)
-                break
-            except queue.Empty:
-                if not pipe.thread.is_alive():
-                    try:  # it may have put its last item just before exiting
-                        kind, k, item = pipe.q.get_nowait()
-                        break
-                    except queue.Empty:
-                        self.close()
-                        raise RuntimeError("fastload: the producer thread stopped without a result")
-                if self._timeout and time.monotonic() - t0 > self._timeout:
-                    self.close()
-                    raise TimeoutError(f"fastload: no batch within timeout={self._timeout} s")
+        try:
+            kind, epoch, k, item = self._pipe.get(self._timeout)
+        except BaseException:
+            self.close()
+            raise
         loader = self._loader_ref()
         if kind == "end":
-            self.close()
+            self._done = True
+            self._fin.detach()
             if loader is not None and loader._active_iter() is self:
-                loader._end_epoch(self._epoch)
+                self._pipe.next_epoch = epoch + 1
+                loader._end_epoch(self._epoch, self._pipe)
+            else:
+                self._pipe.shutdown()
             raise StopIteration
         if kind == "error":
             self.close()
@@ -582,6 +604,7 @@ class DataLoader:
         self._consumed = 0       # batches of `epoch` already handed to the loop
         self._resume = 0         # first batch of the next iteration
         self._active = lambda: None  # weakref to the running iterator
+        self._spare: Optional[_Pipeline] = None  # producer already working on the next epoch
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
@@ -619,31 +642,47 @@ class DataLoader:
         self.epoch = int(state["epoch"])
         self._consumed = self._resume = int(state["batches_consumed"])
 
+    def _epoch_batches(self, epoch) -> List[np.ndarray]:
+        return _batches(self._indices(epoch), self.batch_size, self.drop_last)
+
     def __iter__(self) -> _LoaderIter:
         old = self._active()
         if old is not None:
             old.close()
-        batches = _batches(self._indices(self.epoch), self.batch_size, self.drop_last)
-        start = min(self._resume, len(batches))
+        start = min(self._resume, len(self))
         self._resume = 0
         self._consumed = start
-        it = _LoaderIter(self, batches, start, self.epoch)
+        pipe, self._spare = self._spare, None
+        if pipe is not None and not (pipe.next_epoch == self.epoch and start == 0
+                                     and pipe.seed == self.seed and pipe.thread.is_alive()):
+            pipe.shutdown()
+            pipe = None
+        if pipe is None:
+            pipe = _Pipeline(weakref.ref(self), self.epoch, start, self.seed, self.prefetch)
+        it = _LoaderIter(self, pipe, len(self), self.epoch)
         self._active = weakref.ref(it)
         return it
 
     def _active_iter(self):
         return self._active()
 
-    def _end_epoch(self, epoch):
+    def _end_epoch(self, epoch, pipe):
+        """An epoch ran to its end: advance, and keep its producer (already on epoch + 1)."""
         if self.epoch == epoch:
             self.epoch, self._consumed, self._resume = epoch + 1, 0, 0
         self._active = lambda: None
+        if self._spare is not None:
+            self._spare.shutdown()
+        self._spare = pipe
 
     def close(self) -> None:
         """Stop the running iteration and the thread pool (also done on deletion and at exit)."""
         old = self._active()
         if old is not None:
             old.close()
+        if self._spare is not None:
+            self._spare.shutdown()
+            self._spare = None
         if self._pool_fin is not None:
             self._pool_fin()
         if self._backend_fin is not None:

@@ -360,3 +360,25 @@ def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
         list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
     ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
     assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
+
+
+def test_next_epoch_is_prefetched_and_identical(blobs):
+    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2, prefetch=2)
+    _collect(ld)  # epoch 0; its producer goes on with epoch 1
+    spare = ld._spare
+    assert spare is not None and spare.next_epoch == 1
+    deadline = time.monotonic() + 20
+    while spare.q.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert spare.q.qsize() == 2  # bounded: prefetch batches wait, no more
+    e1 = _collect(ld)
+    ref = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2)
+    ref.set_epoch(1)
+    for x, y in zip(e1, _collect(ref)):
+        _equal(x, y)
+    ld.set_epoch(7)  # not the prefetched epoch: the spare producer is dropped
+    assert torch.cat([b["index"] for b in _collect(ld)]).tolist() == \
+        epoch_indices(10, seed=0, epoch=7, shuffle=True).tolist()
+    ld.close()
+    ref.close()
+    assert not _producers()
