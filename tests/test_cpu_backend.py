@@ -132,7 +132,8 @@ def test_hue_matches_dali_hue():
         p = _params(np.eye(3), hue=hue)
         ours = _run(img, p, cfg).transpose(1, 2, 0).astype(np.int32)
         dali = _dali_run(img, lambda fn, types, x: fn.hue(x, hue=hue)).astype(np.int32)
-        assert np.abs(ours - dali).max() <= 1
+        d = np.abs(ours - dali)
+        assert d.max() <= 1 and d.mean() < 0.01  # bit-exact here with DALI 2.4
 
 
 # --------------------------------------------------------------- photometric checks
@@ -293,6 +294,11 @@ def test_determinism_and_thread_count_independence():
     assert not np.array_equal(r1, r4)
     t = torch.from_numpy(r1)  # zero-copy
     assert t.data_ptr() == r1.ctypes.data
+    cfg_bf = AugmentConfig(out_size=(64, 80), dtype="bfloat16", **ALL_ON)
+    with CpuAugmenter(cfg_bf, num_threads=2) as a:
+        tb = a.run_torch(enc, params)
+    assert tb.dtype == torch.bfloat16 and tb.shape == (5, 3, 64, 80)
+    torch.testing.assert_close(tb, torch.from_numpy(r1).to(torch.bfloat16))
 
 
 def test_bad_inputs_raise_value_error():
@@ -373,3 +379,43 @@ def test_kernel_releases_the_gil():
     th.join()
     # with the GIL held for a whole kernel the loop could only tick between kernel calls
     assert ticks > 50, (ticks, elapsed, one)
+
+
+# --------------------------------------------------------------- issue 4's checks, this backend
+def _fused_run(cfg, device, encs, params, batch_size=8):
+    with CpuAugmenter(cfg, num_threads=2) as aug:
+        return aug.run_torch(encs, params)
+
+
+ISSUE4_CHECKS = [
+    ("test_flip_convention_exact", dict(hflip=True, vflip=False)),
+    ("test_flip_convention_exact", dict(hflip=False, vflip=True)),
+    ("test_flip_convention_exact", dict(hflip=True, vflip=True)),
+    ("test_all_off_equals_resize_normalize", dict(keep_aspect=True)),
+    ("test_all_off_equals_resize_normalize", dict(keep_aspect=False)),
+    ("test_alignment_polygons_iou", {}),
+    ("test_alignment_keypoint_dots", {}),
+    ("test_hue_moves_pure_colour", {}),
+    ("test_noise_std_and_mean", {}),
+    ("test_shadow_exact_region_and_factor", {}),
+]
+
+
+@pytest.mark.parametrize("name,kw", ISSUE4_CHECKS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ISSUE4_CHECKS)])
+def test_augment_issue_checks_on_fused_backend(name, kw, monkeypatch):
+    """The augmentation issue's backend-parametrized tests (tests/test_dali_pipeline.py),
+    unchanged, with their ``run`` pointed at this backend instead of DALI."""
+    dt = pytest.importorskip("test_dali_pipeline")
+    monkeypatch.setattr(dt, "run", _fused_run)
+    getattr(dt, name)(device="fused", **kw)
+
+
+def test_hue_matrix_same_as_params_hue_matrix():
+    from fastload.augment import params as P
+    if not hasattr(P, "hue_matrix"):
+        pytest.skip("params.hue_matrix not there")
+    # params.hue_matrix uses RGB2YIQ rows (.596,-.274,-.322), (.211,-.523,.312); DALI 2.4's
+    # CPU fn.hue matches (.., -.321), (.., .311) with the exact inverse bit for bit (the other
+    # is up to 2 levels off), which is what this backend uses: close, not identical.
+    for h in (-170.0, -20.0, 0.0, 33.3, 90.0):
+        np.testing.assert_allclose(hue_matrix(h), P.hue_matrix(h), atol=5e-3)

@@ -162,3 +162,10 @@ def test_verify_detects_corrupt_record(packed, tmp_path, capsys):
     assert any(p.startswith(f"record 12 (id {rec.id}, {rec.file_name}): image does not decode")
                for p in problems), problems
     assert not any("checksum" in p for p in problems)
+
+
+def test_demo_cli(tmp_path, capsys):
+    assert cli_main(["demo", "--dir", str(tmp_path), "--n", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "packed 3 images" in text and "records      3 in 1 shard(s)" in text
+    assert len(Dataset(tmp_path / "packed")) == 3

@@ -135,3 +135,22 @@ def test_bad_out():
         centernet_into(out, 0, np.zeros((0, 4), np.float32), np.zeros(0, int))
     with pytest.raises(ValueError, match="sample index"):
         centernet_into(alloc_centernet(2, 1, 8, 8), 2, np.zeros((0, 4), np.float32), np.zeros(0, int))
+
+
+def test_thread_pool_fills_independent_samples():
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(9)
+    samples = [(random_boxes(rng, 30, 64, 64), rng.integers(0, 2, 30)) for _ in range(8)]
+    out = alloc_centernet(8, 2, 64, 64, max_objs=32)
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda i: centernet_into(out, i, *samples[i]), range(8)))
+    for i, (b, l) in enumerate(samples):
+        assert_same({k: out[k][i] for k in KEYS}, centernet_numpy(b, l, 2, 64, 64, max_objs=32))
+
+
+def test_batch_bad_offsets():
+    out = alloc_centernet(2, 1, 8, 8)
+    b = np.array([[0, 0, 3, 3]], np.float32)
+    for off in ([0, 1], [0, 2, 1], [1, 1, 1], [0, 0, 2]):
+        with pytest.raises(ValueError, match="offsets"):
+            centernet_batch_into(out, b, np.array([0]), np.array(off))

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fastload.targets import alloc_keypoints, gaussian_radius, keypoint_targets, keypoint_targets_into
+from fastload.targets import (alloc_keypoints, gaussian_radius, keypoint_targets, keypoint_targets_batch_into,
+                              keypoint_targets_into)
 from fastload.targets.reference import keypoints_reference
 
 
@@ -61,6 +62,11 @@ def test_semantics_and_into():
     keypoint_targets_into(out, 0, np.zeros((0, 4), np.float32), np.zeros((0, 3, 3), np.float32))
     assert_same({k: out[k][1] for k in out}, o)
     assert not any(out[k][0].any() for k in out)
+    out2 = alloc_keypoints(2, 3, 16, 16, max_objs=4)
+    keypoint_targets_batch_into(out2, np.concatenate([b, b]), np.concatenate([kp, kp]), [0, 0, 2])
+    assert not any(out2[k][0].any() for k in out2)
+    ref2 = keypoints_reference(np.concatenate([b, b]), np.concatenate([kp, kp]), 16, 16, max_objs=4)
+    assert_same({k: out2[k][1] for k in out2}, ref2)
 
 
 @pytest.mark.parametrize("kp, match", [
@@ -71,3 +77,24 @@ def test_semantics_and_into():
 def test_bad_input(kp, match):
     with pytest.raises(ValueError, match=match):
         keypoint_targets(np.array([[0, 0, 4, 4]], np.float32), kp, 8, 8)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])
+@pytest.mark.parametrize("coords", ["continuous", "centernet"])
+def test_msra_matches_reference(sigma, coords):
+    from fastload.targets.keypoints import msra_heatmaps
+    from fastload.targets.reference import msra_reference
+    rng = np.random.default_rng(8)
+    for t in range(15):
+        K, J = int(rng.integers(0, 6)), int(rng.integers(1, 18))
+        H, W = (int(v) for v in rng.integers(4, 48, 2))
+        kp = np.empty((K, J, 3), np.float32)
+        kp[..., 0] = rng.uniform(-10, W + 10, (K, J))
+        kp[..., 1] = rng.uniform(-10, H + 10, (K, J))
+        kp[..., 2] = rng.integers(0, 3, (K, J))
+        hm, w = msra_heatmaps(kp, H, W, sigma, coords)
+        rhm, rw = msra_reference(kp, H, W, sigma, coords)
+        np.testing.assert_allclose(hm, rhm, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(w, rw)
+    hm, w = msra_heatmaps(np.array([[[8.5, 6.2, 1]]], np.float32), 20, 16, 2.0)
+    assert hm[0, 6, 8] == 1.0 and w[0, 0] == 1.0 and (hm[0] > 0).sum() == 13 * 13

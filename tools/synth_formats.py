@@ -5,7 +5,8 @@
 Images are real JPEG files of realistic size and content (``tools.synth.make_scene``);
 polygons are written with full float32 precision, so a pack round trip must give back
 exactly the scene's vertices. COCO is written here; labelme / VIA / YOLO / masks are
-dispatched to ``tools.synth_more.write_<fmt>(root, scenes, keypoints=..., **kw)``.
+dispatched to ``tools.synth_more.write_<fmt>(root, scenes, **kw)`` (``keypoints`` passed
+only to writers that take it).
 
 COCO layout: ``root/annotations/instances.json`` + ``root/images/NNNNNN.jpg``; image ids
 are ``1000 + 7 * i`` (not contiguous, not equal to positions), annotation ids from 1.
@@ -117,7 +118,12 @@ def write_dataset(root, fmt: str, n_images: int = 8, seed: int = 0, width: int =
             more = importlib.import_module("tools.synth_more")
         except ModuleNotFoundError as e:
             raise ValueError(f"format {fmt!r} needs tools/synth_more.py ({e})") from None
-        getattr(more, f"write_{fmt}")(root, scenes, keypoints=keypoints, **kw)
+        import inspect
+        writer = getattr(more, f"write_{fmt}")
+        params = inspect.signature(writer).parameters
+        if "keypoints" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kw["keypoints"] = keypoints
+        writer(root, scenes, **kw)
     return scenes
 
 

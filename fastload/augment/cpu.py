@@ -559,6 +559,14 @@ class CpuAugmenter:
                 f.result()
         return out
 
+    def run_torch(self, images_or_encoded: Sequence, params_list: Sequence,
+                  out: Optional[np.ndarray] = None, names: Optional[Sequence[str]] = None):
+        """:meth:`run` wrapped as a CPU torch tensor of ``cfg.dtype`` (zero-copy except
+        bfloat16, which is converted from the float32 result), like ``DaliAugmenter.run``."""
+        import torch
+        t = torch.from_numpy(self.run(images_or_encoded, params_list, out, names))
+        return t.to(torch.bfloat16) if self.cfg.dtype == "bfloat16" else t
+
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -572,6 +580,7 @@ class CpuAugmenter:
 
     def __del__(self):  # pragma: no cover
         try:
-            self.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
         except Exception:
             pass

@@ -91,6 +91,7 @@ class DaliAugmenter:
         def augment():
             enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1, no_copy=False)
             mtx = fn.external_source(name="mtx", dtype=types.FLOAT, ndim=2)
+            shape = fn.peek_image_shape(enc)  # header only; checks the record's size
             img = fn.decoders.image(enc, device="mixed" if gpu else "cpu",
                                     output_type=types.RGB)
             img = fn.warp_affine(img, matrix=mtx, size=(out_h, out_w), inverse_map=False,
@@ -116,17 +117,19 @@ class DaliAugmenter:
                 out = fn.crop_mirror_normalize(img, dtype=dt, output_layout="CHW",
                                                mean=list(map(float, cfg.mean)),
                                                std=list(map(float, cfg.std)))
-            return out
+            return out, shape
 
         pipe = augment()
         pipe.build()
         return pipe
 
     # --------------------------------------------------------------------- feeding
-    def _feed(self, encoded: Sequence, params: Sequence[SampleParams]):
+    def _feed(self, encoded: Sequence, params: Sequence[SampleParams], sizes=None):
         n = len(encoded)
         if n != len(params):
             raise ValueError(f"{n} encoded images but {len(params)} SampleParams")
+        if sizes is not None and len(sizes) != n:
+            raise ValueError(f"{n} encoded images but {len(sizes)} sizes")
         if not 0 < n <= self.batch_size:
             raise ValueError(f"batch of {n} samples; must be 1..{self.batch_size}")
         out_h, out_w = self.cfg.out_size
@@ -149,6 +152,14 @@ class DaliAugmenter:
             p.feed_input("sigma", [np.float32(q.noise_sigma) for q in params])
         return enc
 
+    def _outputs(self):
+        """pipe.outputs(), made ready on torch's current stream when on a GPU."""
+        if self.device_id is None:
+            return self.pipe.outputs()
+        import torch
+        return self.pipe.outputs(cuda_stream=torch.cuda.current_stream(
+            torch.device("cuda", self.device_id)))
+
     def _to_torch(self, out):
         import torch
         if self.device_id is None:
@@ -160,10 +171,23 @@ class DaliAugmenter:
                      "float16": torch.float16, "uint8": torch.uint8}[self.cfg.dtype]
             dev = torch.device("cuda", self.device_id)
             t = torch.empty(tuple(tensor.shape()), dtype=dtype, device=dev)
+            # device-to-device copy on torch's current stream (no host round trip); the copy
+            # is needed because DALI reuses its output buffers for the next batch
             feed_ndarray(tensor, t, cuda_stream=torch.cuda.current_stream(dev))
         if self.cfg.dtype == "bfloat16":
             t = t.to(torch.bfloat16)
         return t
+
+    @staticmethod
+    def _check_sizes(shapes, sizes, names):
+        if sizes is None:
+            return
+        got = np.asarray(shapes.as_array())[:, :2]
+        for i, ((h, w), (gh, gw)) in enumerate(zip(sizes, got.tolist())):
+            if (int(h), int(w)) != (gh, gw):
+                who = f" ({names[i]})" if names is not None else ""
+                raise ValueError(f"sample {i}{who}: image is {gh}x{gw} (HxW) but its params "
+                                 f"were drawn for {int(h)}x{int(w)}")
 
     def _diagnose(self, enc: List[np.ndarray], names, err: Exception):
         """Find the sample(s) DALI could not decode; raise ValueError naming them."""
@@ -205,47 +229,52 @@ class DaliAugmenter:
             return " ".join(keep)[:300] or "DALI could not decode it"
 
     # --------------------------------------------------------------------- public
-    def run(self, encoded: Sequence, params: Sequence[SampleParams], names=None):
+    def run(self, encoded: Sequence, params: Sequence[SampleParams], names=None, sizes=None):
         """Augment one batch (1..batch_size samples); returns torch (B, 3, H, W) cfg.dtype.
 
         ``encoded``: encoded image bytes (JPEG/PNG/...); ``params``: one SampleParams each,
-        drawn for the image's decoded size; ``names``: optional labels used in errors.
+        drawn for the image's decoded size; ``names``: optional labels used in errors;
+        ``sizes``: optional ``(height, width)`` per sample that the params were drawn for
+        (e.g. the record's); a decoded image of another size raises ``ValueError``.
         """
         with self._lock:
             if self._pending:
                 raise RuntimeError("run() while submitted batches are pending; fetch() them first")
-            enc = self._feed(encoded, params)
+            enc = self._feed(encoded, params, sizes)
             self.pipe.schedule_run()
             try:
-                (out,) = self.pipe.outputs()
+                out, shapes = self._outputs()
             except RuntimeError as e:
                 self._diagnose(enc, names, e)
             try:
+                self._check_sizes(shapes, sizes, names)
                 return self._to_torch(out)
             finally:
                 self.pipe.release_outputs()
 
-    def submit(self, encoded: Sequence, params: Sequence[SampleParams], names=None) -> None:
+    def submit(self, encoded: Sequence, params: Sequence[SampleParams], names=None,
+               sizes=None) -> None:
         """Feed a batch and schedule it without waiting (prefetch); get it with :meth:`fetch`.
 
         Batches come back in submission order. Keep at most ``prefetch_queue_depth``
         batches in flight."""
         with self._lock:
-            enc = self._feed(encoded, params)
+            enc = self._feed(encoded, params, sizes)
             self.pipe.schedule_run()
-            self._pending.append((enc, names))
+            self._pending.append((enc, names, sizes))
 
     def fetch(self):
         """The oldest submitted batch as torch (B, 3, H, W) (see :meth:`run`)."""
         with self._lock:
             if not self._pending:
                 raise RuntimeError("fetch() with nothing submitted")
-            enc, names = self._pending.popleft()
+            enc, names, sizes = self._pending.popleft()
             try:
-                (out,) = self.pipe.outputs()
+                out, shapes = self._outputs()
             except RuntimeError as e:
                 self._diagnose(enc, names, e)
             try:
+                self._check_sizes(shapes, sizes, names)
                 return self._to_torch(out)
             finally:
                 self.pipe.release_outputs()

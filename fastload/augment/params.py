@@ -210,6 +210,22 @@ def shadow_mask(params: SampleParams, out_h: int, out_w: int) -> np.ndarray:
     return mask
 
 
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+
+
+def hue_matrix(hue_deg: float) -> np.ndarray:
+    """float64 (3, 3) RGB -> RGB matrix of DALI's ``fn.hue(hue=hue_deg)``.
+
+    RGB -> YIQ, rotate (I, Q) so that the angle atan2(Q, I) decreases by ``hue_deg``
+    (the HSV hue rises by about ``hue_deg``), YIQ -> RGB (the exact inverse). DALI 2.4's
+    CPU uint8 output equals ``clip(round(hue_matrix(h) @ rgb), 0, 255)`` (tested).
+    """
+    th = math.radians(float(hue_deg))
+    c, s = math.cos(th), math.sin(th)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+    return np.linalg.inv(_RGB2YIQ) @ rot @ _RGB2YIQ
+
+
 def batch_matrices(params_list: Sequence[SampleParams]) -> np.ndarray:
     """float32 (B, 2, 3): the 2x3 parts of the matrices (DALI ``warp_affine`` layout)."""
     return np.ascontiguousarray(np.stack([p.matrix[:2] for p in params_list]), np.float32)

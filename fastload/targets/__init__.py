@@ -5,7 +5,7 @@ Public kernels (each with a slow reference in :mod:`fastload.targets.reference`)
 - CenterNet: :func:`centernet`, :func:`centernet_into`, :func:`centernet_batch_into`,
   :func:`alloc_centernet`, :func:`gaussian_radius`
 - keypoints (CenterNet multi_pose, ``hp_*``): :func:`keypoint_targets`,
-  :func:`keypoint_targets_into`, :func:`alloc_keypoints`
+  :func:`keypoint_targets_into`, :func:`keypoint_targets_batch_into`, :func:`alloc_keypoints`; MSRA-style :func:`msra_heatmaps`
 - FCOS (``fcos_*``): :func:`fcos`, :func:`fcos_into`, :func:`fcos_batch_into`,
   :func:`alloc_fcos`, :func:`fcos_level_sizes`, :func:`fcos_num_locations`, :func:`fcos_locations`
 - polygons: :func:`boxes_from_polygons`, :func:`instance_centers`, :func:`semantic_mask`,
@@ -19,13 +19,15 @@ from .centernet import (alloc_centernet, centernet, centernet_batch_into, center
                         gaussian_radius)
 from .fcos import (alloc_fcos, fcos, fcos_batch_into, fcos_into, fcos_level_sizes, fcos_locations,
                    fcos_num_locations)
-from .keypoints import alloc_keypoints, keypoint_targets, keypoint_targets_into
+from .keypoints import (alloc_keypoints, keypoint_targets, keypoint_targets_batch_into, keypoint_targets_into,
+                        msra_heatmaps)
 from .masks import instance_masks, semantic_mask
 from .raster import fill_parts, fill_polygon
 
 __all__ = [
     "centernet", "centernet_into", "centernet_batch_into", "alloc_centernet", "gaussian_radius",
-    "keypoint_targets", "keypoint_targets_into", "alloc_keypoints",
+    "keypoint_targets", "keypoint_targets_into", "keypoint_targets_batch_into", "alloc_keypoints",
+    "msra_heatmaps",
     "fcos", "fcos_into", "fcos_batch_into", "alloc_fcos", "fcos_level_sizes", "fcos_num_locations",
     "fcos_locations", "boxes_from_polygons", "instance_centers", "semantic_mask", "instance_masks",
     "fill_polygon", "fill_parts",

@@ -179,4 +179,106 @@ def keypoint_targets_into(out: dict, b: int, boxes, keypoints, radius: str = "ce
             corrected, continuous, gbuf)
 
 
-__all__ = ["keypoint_targets", "keypoint_targets_into", "alloc_keypoints", "KEYS", "RADIUS_MODES"]
+def keypoint_targets_batch_into(out: dict, boxes, keypoints, offsets, radius: str = "centernet",
+                                coords: str = "continuous") -> None:
+    """All B samples in one kernel call; sample b owns rows ``offsets[b]:offsets[b+1]`` of the
+    concatenated ``boxes`` (N, 4) / ``keypoints`` (N, J, 3)."""
+    hm, off, ind, msk, kps, kmask = _check_out(out)
+    corrected, continuous = _modes(radius, coords)
+    bx = check_boxes(boxes)
+    kp = _check_kps(keypoints, bx.shape[0], hm.shape[1])
+    o = np.asarray(offsets)
+    if o.dtype.kind not in "iu" or o.shape != (hm.shape[0] + 1,) or o[0] != 0 \
+            or o[-1] != bx.shape[0] or (np.diff(o) < 0).any():
+        raise ValueError(f"offsets must be non-decreasing ints of shape ({hm.shape[0] + 1},) "
+                         f"from 0 to {bx.shape[0]}")
+    gbuf = scratch("centernet_g", hm.shape[2] + hm.shape[3] + 2, np.float64)
+    _kp_batch(hm, off, ind, msk, kps, kmask, bx, kp, np.ascontiguousarray(o, np.int64),
+              corrected, continuous, gbuf)
+
+
+# ----------------------------------------------------------------------------- MSRA
+@njit(nogil=True, cache=True)
+def _msra_kernel(hm, weight, keypoints, sigma, continuous):
+    """``draw_msra_gaussian`` of CenterNet's utils/image.py per visible joint, max-merged."""
+    J, H, W = hm.shape
+    hm[:] = 0.0
+    tmp_size = sigma * 3.0
+    size = 2.0 * tmp_size + 1.0
+    n = int(math.ceil(size))               # len(np.arange(0, size))
+    c0 = math.floor(size / 2.0)            # size // 2
+    two_ss = 2.0 * sigma * sigma
+    for k in range(keypoints.shape[0]):
+        for j in range(J):
+            weight[k, j] = 0.0
+            if not keypoints[k, j, 2] > 0:
+                continue
+            if continuous:
+                mu_x = int(keypoints[k, j, 0])
+                mu_y = int(keypoints[k, j, 1])
+            else:
+                mu_x = int(keypoints[k, j, 0] + np.float32(0.5))
+                mu_y = int(keypoints[k, j, 1] + np.float32(0.5))
+            ul_x = int(mu_x - tmp_size)
+            ul_y = int(mu_y - tmp_size)
+            br_x = int(mu_x + tmp_size + 1)
+            br_y = int(mu_y + tmp_size + 1)
+            if ul_x >= W or ul_y >= H or br_x < 0 or br_y < 0:
+                continue
+            weight[k, j] = 1.0
+            for yy in range(max(0, ul_y), min(br_y, H)):
+                gy = yy - ul_y
+                if gy >= n:
+                    break
+                dy = gy - c0
+                row = hm[j, yy]
+                for xx in range(max(0, ul_x), min(br_x, W)):
+                    gx = xx - ul_x
+                    if gx >= n:
+                        break
+                    dx = gx - c0
+                    g = np.float32(math.exp(-(dx * dx + dy * dy) / two_ss))
+                    if g > row[xx]:
+                        row[xx] = g
+
+
+def msra_heatmaps(keypoints, out_h: int, out_w: int, sigma: float = 2.0,
+                  coords: str = "continuous", out=None, weight_out=None):
+    """MSRA / SimpleBaseline-style keypoint heatmaps: one fixed-sigma gaussian per joint.
+
+    Reproduces ``draw_msra_gaussian`` (CenterNet ``utils/image.py``, the same drawing as
+    HRNet's ``generate_target``): ``mu = int(x + 0.5)`` in integer-pixel-center
+    coordinates (``coords="centernet"``), i.e. ``mu = int(x)`` -- the cell containing the
+    point -- for continuous coordinates (default); a window ``[mu - 3 sigma, mu + 3 sigma]``
+    of ``exp(-d^2 / (2 sigma^2))``, clipped at the borders; several people max-merged.
+    Exact for sigmas with integer ``3 * sigma`` (1, 2, 3, ...).
+
+    ``keypoints`` float (K, J, 3) (x, y, visibility) in heatmap pixels. Returns
+    ``(hp_msra (J, out_h, out_w) float32, hp_msra_weight (K, J) float32)``: weight 1 for a
+    visible joint whose window touches the map, else 0 (HRNet's ``target_weight``).
+    """
+    out_h = check_size("out_h", out_h)
+    out_w = check_size("out_w", out_w)
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    _, continuous = _modes("centernet", coords)
+    kp = np.asarray(keypoints)
+    if kp.ndim != 3:
+        raise ValueError(f"keypoints must have shape (K, J, 3), got {kp.shape}")
+    kp = _check_kps(kp, kp.shape[0], kp.shape[1])
+    K, J = kp.shape[:2]
+    if out is None:
+        out = np.empty((J, out_h, out_w), np.float32)
+    elif out.shape != (J, out_h, out_w) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 ({J}, {out_h}, {out_w}), got {out.dtype} {out.shape}")
+    if weight_out is None:
+        weight_out = np.empty((K, J), np.float32)
+    elif weight_out.shape != (K, J) or weight_out.dtype != np.float32:
+        raise ValueError(f"weight_out must be float32 ({K}, {J})")
+    _msra_kernel(out, weight_out, kp, s, continuous)
+    return out, weight_out
+
+
+__all__ = ["keypoint_targets", "keypoint_targets_into", "keypoint_targets_batch_into", "alloc_keypoints", "msra_heatmaps", "KEYS",
+           "RADIUS_MODES"]

@@ -369,3 +369,46 @@ def centers_reference(points, part_offsets, inst_parts, mode="box"):
         if tot > 0:
             out[k] = sx / tot, sy / tot
     return out
+
+
+def draw_msra_gaussian(heatmap, center, sigma):
+    """CenterNet utils/image.py draw_msra_gaussian, verbatim."""
+    tmp_size = sigma * 3
+    mu_x = int(center[0] + 0.5)
+    mu_y = int(center[1] + 0.5)
+    w, h = heatmap.shape[0], heatmap.shape[1]
+    ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
+    br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
+    if ul[0] >= h or ul[1] >= w or br[0] < 0 or br[1] < 0:
+        return heatmap, False
+    size = 2 * tmp_size + 1
+    x = np.arange(0, size, 1, np.float32)
+    y = x[:, np.newaxis]
+    x0 = y0 = size // 2
+    g = np.exp(- ((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+    g_x = max(0, -ul[0]), min(br[0], h) - ul[0]
+    g_y = max(0, -ul[1]), min(br[1], w) - ul[1]
+    img_x = max(0, ul[0]), min(br[0], h)
+    img_y = max(0, ul[1]), min(br[1], w)
+    heatmap[img_y[0]:img_y[1], img_x[0]:img_x[1]] = np.maximum(
+        heatmap[img_y[0]:img_y[1], img_x[0]:img_x[1]],
+        g[g_y[0]:g_y[1], g_x[0]:g_x[1]])
+    return heatmap, True
+
+
+def msra_reference(keypoints, out_h, out_w, sigma=2.0, coords="continuous"):
+    """Per-joint draw_msra_gaussian; continuous coords are shifted by -0.5 first."""
+    kp = np.asarray(keypoints, np.float32)
+    K, J = kp.shape[:2]
+    hm = np.zeros((J, out_h, out_w), np.float32)
+    weight = np.zeros((K, J), np.float32)
+    for k in range(K):
+        for j in range(J):
+            if kp[k, j, 2] > 0:
+                if coords == "continuous":  # integer-center coords x - .5: int(x - .5 + .5) = int(x)
+                    c = (int(kp[k, j, 0]) - 0.5, int(kp[k, j, 1]) - 0.5)
+                else:
+                    c = kp[k, j, :2]
+                _, ok = draw_msra_gaussian(hm[j], c, sigma)
+                weight[k, j] = float(ok)
+    return hm, weight

@@ -1,0 +1,354 @@
+"""The DALI augmentation pipeline on DALI's CPU backend (and on a GPU with @requires_gpu)."""
+import colorsys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import requires_gpu
+from fastload.augment.config import AugmentConfig
+from fastload.augment.dali import DaliAugmenter
+from fastload.augment.geometry import transform_instances
+from fastload.augment.params import (SampleParams, compose_matrix, hue_matrix, sample_params,
+                                     shadow_mask)
+from fastload.record import Instance, Record
+from fastload.targets.raster import fill_parts, fill_polygon
+from tools.synth import encode_jpeg, encode_png, make_scene
+
+DEVICES = [None, pytest.param(0, marks=requires_gpu)]
+_CACHE = {}
+
+
+def augmenter(cfg, device, batch_size=8):
+    key = (repr(cfg), device, batch_size)
+    if key not in _CACHE:
+        _CACHE[key] = DaliAugmenter(cfg, batch_size, device_id=device, num_threads=2)
+    return _CACHE[key]
+
+
+def run(cfg, device, encs, params, batch_size=8):
+    return augmenter(cfg, device, batch_size).run(encs, params).cpu()
+
+
+def plain(h, w, hflip=False, vflip=False, hue=0.0, sigma=0.0, polys=(), dark=1.0, m=None):
+    m = compose_matrix(h, w, h, w, hflip=hflip, vflip=vflip) if m is None else m
+    return SampleParams(np.asarray(m, np.float32), hflip, vflip, hue, sigma, 0, list(polys), dark)
+
+
+GEOM = AugmentConfig(out_size=(256, 256), hflip_prob=0.5, vflip_prob=0.5, rotate_deg=(-90, 90),
+                     scale=(0.9, 1.4), translate=(-0.15, 0.15), hue_deg=(0, 0),
+                     noise_sigma=(0, 0), shadow_prob=0.0, dtype="uint8")
+
+
+def _record(scene, png):
+    insts = []
+    for si in scene.instances:
+        allp = np.concatenate(si.polygons)
+        bbox = np.array([*allp.min(0), *allp.max(0)], np.float32)
+        insts.append(Instance(si.label, si.polygons, bbox, keypoints=si.keypoints))
+    return Record.from_instances(0, "scene.png", png, "png", scene.height, scene.width, insts)
+
+
+# --------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("hflip,vflip", [(True, False), (False, True), (True, True)])
+def test_flip_convention_exact(device, hflip, vflip):
+    """x' = W - x: with an identity fit, output column j is source column W-1-j exactly."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    cfg = AugmentConfig.off(out_size=(30, 44), dtype="uint8")
+    out = run(cfg, device, [encode_png(img)], [plain(30, 44, hflip, vflip)]).numpy()[0]
+    exp = img[:, ::-1] if hflip else img
+    exp = exp[::-1] if vflip else exp
+    np.testing.assert_array_equal(out.transpose(1, 2, 0), exp)
+
+
+def warp_reference(img, m, out_h, out_w, fill):
+    """Bilinear warp, the semantics of BRIEF.md: output (i, j) samples the source at
+    M^-1 (j + .5, i + .5); taps outside the source read ``fill``. float (H, W, C)."""
+    inv = np.linalg.inv(np.asarray(m, np.float64))
+    jj, ii = np.meshgrid(np.arange(out_w) + 0.5, np.arange(out_h) + 0.5)
+    sx = inv[0, 0] * jj + inv[0, 1] * ii + inv[0, 2] - 0.5
+    sy = inv[1, 0] * jj + inv[1, 1] * ii + inv[1, 2] - 0.5
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    h, w = img.shape[:2]
+
+    def tap(y, x):
+        ok = ((x >= 0) & (x < w) & (y >= 0) & (y < h))[..., None]
+        return np.where(ok, img[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)].astype(np.float64),
+                        fill)
+
+    return ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
+            + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("keep_aspect", [True, False])
+def test_all_off_equals_resize_normalize(device, keep_aspect):
+    rng = np.random.default_rng(2)
+    img = make_scene(rng, 160, 120).image
+    cfg = AugmentConfig.off(out_size=(128, 128), keep_aspect=keep_aspect, pad_value=114.0)
+    p = sample_params(cfg, 0, 0, 0, 120, 160)
+    out = run(cfg, device, [encode_png(img)], [p]).numpy()[0]
+    mean = np.array(cfg.mean, np.float32)[:, None, None]
+    std = np.array(cfg.std, np.float32)[:, None, None]
+    levels = (out * std + mean).transpose(1, 2, 0)
+    # 1) the warp semantics, everywhere (letterbox padding and border blending included)
+    ref = warp_reference(img, p.matrix, 128, 128, cfg.pad_value)
+    assert np.abs(levels - ref).max() <= 1.01
+    # 2) a plain half-pixel bilinear resize (torch, no antialias) of the image
+    src = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    size, rows = ((96, 128), slice(16, 112)) if keep_aspect else ((128, 128), slice(0, 128))
+    res = torch.nn.functional.interpolate(src, size=size, mode="bilinear", align_corners=False,
+                                          antialias=False)[0].permute(1, 2, 0).numpy()
+    inner = levels[rows]
+    if not keep_aspect:  # upscaled rows 0 and 127 blend with pad_value (torch clamps instead)
+        inner, res = inner[1:-1], res[1:-1]
+    assert np.abs(inner - res).max() <= 1.01
+    if keep_aspect:
+        assert np.abs(levels[:16] - 114).max() < 0.01 and np.abs(levels[112:] - 114).max() < 0.01
+
+
+PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+
+
+def _nearest_colour_labels(img_hwc, colours, pure_dist=None):
+    """Per pixel: index into [black] + colours of the nearest colour (0 = background);
+    with ``pure_dist``, also a mask of pixels within that distance of their colour (not
+    a blend of two colours along an edge)."""
+    pal = np.concatenate([[[0, 0, 0]], np.asarray(colours, np.float32)])
+    d = ((img_hwc[:, :, None, :].astype(np.float32) - pal[None, None]) ** 2).sum(-1)
+    if pure_dist is None:
+        return d.argmin(-1)
+    return d.argmin(-1), d.min(-1) <= pure_dist ** 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_alignment_polygons_iou(device):
+    """Each instance's colour region after augmentation matches its moved polygons."""
+    h, w = GEOM.out_size
+    checked, ious = 0, []
+    for batch in range(3):
+        scenes = [make_scene(np.random.default_rng(100 + 8 * batch + s), 320, 240,
+                             n_instances=4, unique_colors=True, multipart_prob=0.3)
+                  for s in range(8)]
+        for sc in scenes:  # repaint with the pixel-center rule and well separated colours
+            lab = np.zeros(sc.image.shape[:2], np.uint8)
+            for k, inst in enumerate(sc.instances):
+                inst.color = PALETTE[k]
+                for part in inst.polygons:
+                    fill_polygon(lab, part, k + 1, 1.0)
+            sc.image[:] = np.array([(0, 0, 0)] + PALETTE, np.uint8)[lab]
+        encs = [encode_png(sc.image) for sc in scenes]
+        params = [sample_params(GEOM, 5, 0, 8 * batch + s, 240, 320) for s in range(8)]
+        out = run(GEOM, device, encs, params).numpy()
+        for sc, enc, p, o in zip(scenes, encs, params, out):
+            rec = _record(sc, enc)
+            t = transform_instances(rec, p, (h, w), min_visible=0.0)
+            lab, pure = _nearest_colour_labels(o.transpose(1, 2, 0), PALETTE, pure_dist=60)
+            masks = np.zeros((rec.num_instances, h, w), np.uint8)
+            for j, k in enumerate(t.src_index):
+                fill_parts(masks[k], t.points, t.part_offsets, t.inst_parts[j],
+                           t.inst_parts[j + 1], 1, 1.0)
+            for k in range(rec.num_instances):
+                exp = masks[k].astype(bool) & ~masks[k + 1:].any(0)  # later ones paint over
+                got = lab == k + 1
+                if exp.sum() < 50:
+                    continue  # tiny fragments: a handful of edge pixels
+                # pixels blended across an edge belong to neither side: left out of the IoU
+                iou = (exp & got & pure).sum() / ((exp | got) & pure).sum()
+                ious.append(iou)
+                checked += 1
+    assert checked >= 40
+    assert min(ious) >= 0.9, sorted(ious)[:5]
+    print("alignment IoU min/mean", min(ious), np.mean(ious), "over", checked)
+    assert any(p.hflip for p in params) and any(p.vflip for p in params)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_alignment_keypoint_dots(device):
+    """Keypoints painted as coloured dots land within 1.5 px of the moved keypoints."""
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255],
+                        [255, 0, 255]], np.float32)
+    h, w = GEOM.out_size
+    encs, recs, srcs = [], [], []
+    for s in range(8):
+        rng = np.random.default_rng(300 + s)
+        img = np.zeros((120, 160, 3), np.uint8)
+        gx, gy = np.meshgrid([30, 80, 130], [35, 85])
+        kx = gx.ravel() + rng.uniform(-8, 8, 6)
+        ky = gy.ravel() + rng.uniform(-8, 8, 6)
+        yy, xx = np.mgrid[0:120, 0:160] + 0.5
+        for c, x, y in zip(colours, kx, ky):
+            img[(xx - x) ** 2 + (yy - y) ** 2 <= 3.2 ** 2] = c.astype(np.uint8)
+        kps = np.stack([kx, ky, np.full(6, 2.0)], 1).astype(np.float32)
+        box = np.array([[0, 0], [160, 0], [160, 120], [0, 120]], np.float32)
+        enc = encode_png(img)
+        encs.append(enc)
+        recs.append(Record.from_instances(0, "dots.png", enc, "png", 120, 160,
+                                          [Instance(0, [box], np.array([0, 0, 160, 120],
+                                                                       np.float32), keypoints=kps)]))
+    params = [sample_params(GEOM, 11, 0, s, 120, 160) for s in range(8)]
+    out = run(GEOM, device, encs, params).numpy()
+    n = 0
+    for rec, p, o in zip(recs, params, out):
+        t = transform_instances(rec, p, (h, w), min_visible=0.0)  # no flip_pairs: order kept
+        o = o.transpose(1, 2, 0).astype(np.float32)
+        bright = o.sum(-1)
+        unit = o / np.maximum(np.linalg.norm(o, axis=-1, keepdims=True), 1e-6)
+        cu = colours / np.linalg.norm(colours, axis=-1, keepdims=True)
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        for k in range(6):
+            x, y, v = t.keypoints[0, k]
+            if v == 0 or not (6 <= x <= w - 6 and 6 <= y <= h - 6):
+                continue
+            sel = ((unit @ cu[k]) > 0.97) & (bright > 30) & ((xx - x) ** 2 + (yy - y) ** 2 < 64)
+            wgt = bright * sel
+            cx, cy = (wgt * xx).sum() / wgt.sum(), (wgt * yy).sum() / wgt.sum()
+            assert np.hypot(cx - x, cy - y) <= 1.5, (k, (cx, cy), (x, y))
+            n += 1
+    assert n >= 20
+
+
+# ------------------------------------------------------------------------- photometric
+@pytest.mark.parametrize("device", DEVICES)
+def test_hue_moves_pure_colour(device):
+    cfg = AugmentConfig.off(out_size=(16, 16), keep_aspect=False, hue_deg=(-40, 40),
+                            dtype="uint8")
+    rgb = (180, 90, 60)
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:] = rgb
+    params = [sample_params(cfg, 3, 0, i, 16, 16) for i in range(6)]
+    out = run(cfg, device, [encode_png(img)] * 6, params).numpy()
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+    a0 = np.degrees(np.arctan2(*(yiq @ np.array(rgb, float))[[2, 1]]))
+    h0 = colorsys.rgb_to_hsv(*(np.array(rgb) / 255))[0] * 360
+    for o, p in zip(out, params):
+        px = o[:, 8, 8].astype(float)
+        assert (o == o[:, :1, :1]).all()  # uniform
+        a = np.degrees(np.arctan2(*(yiq @ px)[[2, 1]]))
+        # DALI rotates (I, Q) so that the YIQ angle atan2(Q, I) decreases by hue_deg,
+        # which raises the HSV hue by about hue_deg
+        assert abs(((a0 - a) - p.hue_deg + 180) % 360 - 180) < 1.5, (p.hue_deg, a0 - a)
+        hh = colorsys.rgb_to_hsv(*(px / 255))[0] * 360
+        dh = (hh - h0 + 180) % 360 - 180  # HSV hue is not linear in the YIQ angle: loosely
+        assert np.sign(dh) == np.sign(p.hue_deg) and 0.5 < dh / p.hue_deg < 1.6
+    assert max(abs(p.hue_deg) for p in params) > 10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hue_matches_yiq_matrix(device):
+    """fastload.augment.params.hue_matrix is DALI's hue (the fused CPU backend uses it)."""
+    cfg = AugmentConfig.off(out_size=(32, 32), keep_aspect=False, hue_deg=(-1, 1), dtype="uint8")
+    img = np.random.default_rng(12).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    hues = (0.0, 17.5, -35.0, 90.0)
+    out = run(cfg, device, [encode_png(img)] * 4, [plain(32, 32, hue=h) for h in hues]).numpy()
+    for h, o in zip(hues, out):
+        ref = np.clip(np.round(img.astype(np.float64) @ hue_matrix(h).T), 0, 255)
+        d = np.abs(o.transpose(1, 2, 0) - ref)
+        if device is None:
+            assert d.max() == 0  # bit-identical on DALI's CPU backend
+        assert d.max() <= 1 and (d > 0).mean() < 0.05
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noise_std_and_mean(device):
+    cfg = AugmentConfig.off(out_size=(128, 128), keep_aspect=False, noise_sigma=(3, 12),
+                            dtype="uint8")
+    img = np.full((128, 128, 3), 128, np.uint8)  # same size: no border blending with pad
+    params = [sample_params(cfg, 4, 0, i, 128, 128) for i in range(4)]
+    out = run(cfg, device, [encode_png(img)] * 4, params).numpy().astype(np.float64) - 128
+    for o, p in zip(out, params):
+        assert abs(o.mean()) < 0.15
+        expected = np.sqrt(p.noise_sigma ** 2 + 1 / 12)  # rounding to integers adds 1/12
+        assert abs(o.std() / expected - 1) < 0.03, (o.std(), p.noise_sigma)
+        # independent per channel
+        assert abs(np.corrcoef(o[0].ravel(), o[1].ravel())[0, 1]) < 0.03
+    assert out[0].std() != out[1].std()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shadow_exact_region_and_factor(device):
+    cfg = AugmentConfig.off(out_size=(64, 80), keep_aspect=False, shadow_prob=1.0,
+                            shadow_count=(1, 3), shadow_darkness=(0.3, 0.7), dtype="uint8")
+    img = np.full((64, 80, 3), 200, np.uint8)
+    params = [sample_params(cfg, 6, 0, i, 64, 80) for i in range(4)]
+    out = run(cfg, device, [encode_png(img)] * 4, params).numpy().astype(np.int32)
+    for o, p in zip(out, params):
+        m = shadow_mask(p, 64, 80).astype(bool)
+        assert 0 < m.sum() < m.size
+        assert (o[:, ~m] == 200).all()
+        inside = o[:, m]
+        assert np.abs(inside - 200 * p.shadow_darkness).max() <= 0.5 + 1e-6
+    # a sample without shadow (darkness 1.0, no polygons) stays untouched
+    none = plain(64, 80)
+    out = run(cfg, device, [encode_png(img)], [none]).numpy()
+    assert (out == 200).all()
+
+
+# ------------------------------------------------------------------ determinism & API
+def test_determinism_cpu_outputs():
+    cfg = AugmentConfig(out_size=(64, 64), shadow_prob=0.5, noise_sigma=(2, 6))
+    rng = np.random.default_rng(7)
+    encs = [encode_jpeg(make_scene(rng, 96, 72).image, 95) for _ in range(4)]
+    pa = [sample_params(cfg, 1, 2, i, 72, 96) for i in range(4)]
+    pb = [sample_params(cfg, 1, 2, i, 72, 96) for i in range(4)]
+    assert pa == pb
+    a = DaliAugmenter(cfg, 4, seed=5).run(encs, pa)
+    b = DaliAugmenter(cfg, 4, seed=5).run(encs, pb)
+    assert torch.equal(a, b)
+    pc = [sample_params(cfg, 1, 3, i, 72, 96) for i in range(4)]
+    assert all(not np.array_equal(x.matrix, y.matrix) for x, y in zip(pa, pc))
+    c = DaliAugmenter(cfg, 4, seed=5).run(encs, pc)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype,tdtype", [("float16", torch.float16), ("bfloat16", torch.bfloat16),
+                                          ("uint8", torch.uint8), ("float32", torch.float32)])
+def test_dtypes_partial_batches_and_prefetch(dtype, tdtype):
+    cfg = AugmentConfig(out_size=(40, 48), dtype=dtype)
+    rng = np.random.default_rng(8)
+    encs = [encode_jpeg(make_scene(rng, 64, 48).image) for _ in range(5)]
+    ps = [sample_params(cfg, 0, 0, i, 48, 64) for i in range(5)]
+    aug = DaliAugmenter(cfg, 4)
+    full = aug.run(encs[:4], ps[:4])
+    assert full.shape == (4, 3, 40, 48) and full.dtype == tdtype
+    last = aug.run(encs[4:], ps[4:])
+    assert last.shape == (1, 3, 40, 48)
+    aug.submit(encs[:4], ps[:4])
+    aug.submit(encs[4:], ps[4:])
+    x, y = aug.fetch(), aug.fetch()
+    assert x.shape == (4, 3, 40, 48) and y.shape == (1, 3, 40, 48)
+    with pytest.raises(ValueError, match="1..4"):
+        aug.run(encs, ps)
+
+
+def test_corrupt_image_names_the_sample():
+    cfg = AugmentConfig(out_size=(32, 32))
+    rng = np.random.default_rng(9)
+    good = encode_jpeg(make_scene(rng, 64, 48).image)
+    aug = DaliAugmenter(cfg, 3)
+    ps = [sample_params(cfg, 0, 0, i, 48, 64) for i in range(3)]
+    bad = good[: len(good) // 3]  # truncated JPEG
+    for junk, who in ((b"\xff\xd8\xff\xe0 this is not a jpeg" * 4, "junk.jpg"), (bad, "cut.jpg")):
+        with pytest.raises(ValueError, match=rf"sample 1 \({who}\)"):
+            aug.run([good, junk, good], ps, names=["a.jpg", who, "c.jpg"])
+    assert aug.run([good, good], ps[:2]).shape == (2, 3, 32, 32)  # still usable
+    with pytest.raises(ValueError, match="empty"):
+        aug.run([good, b""], ps[:2])
+    # params drawn for another size than the image has: caught, naming the sample
+    assert aug.run([good, good], ps[:2], sizes=[(48, 64), (48, 64)]).shape[0] == 2
+    with pytest.raises(ValueError, match=r"sample 1 \(b.jpg\): image is 48x64"):
+        aug.run([good, good], ps[:2], names=["a.jpg", "b.jpg"], sizes=[(48, 64), (64, 48)])
+
+
+@requires_gpu
+def test_gpu_matches_cpu_geometry():
+    rng = np.random.default_rng(10)
+    scenes = [make_scene(rng, 160, 120) for _ in range(8)]
+    encs = [encode_png(s.image) for s in scenes]
+    params = [sample_params(GEOM, 2, 0, i, 120, 160) for i in range(8)]
+    cpu = run(GEOM, None, encs, params).float()
+    gpu = run(GEOM, 0, encs, params).float()
+    assert (cpu - gpu).abs().mean() < 1.0
