@@ -370,15 +370,18 @@ def test_next_epoch_is_prefetched_and_identical(blobs):
     deadline = time.monotonic() + 20
     while spare.q.qsize() < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert spare.q.qsize() == 2  # bounded: prefetch batches wait, no more
+    assert spare.q.qsize() == 2, spare.q.qsize()  # bounded: prefetch batches wait, no more
     e1 = _collect(ld)
     ref = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2)
     ref.set_epoch(1)
     for x, y in zip(e1, _collect(ref)):
         _equal(x, y)
+    spare = ld._spare
     ld.set_epoch(7)  # not the prefetched epoch: the spare producer is dropped
     assert torch.cat([b["index"] for b in _collect(ld)]).tolist() == \
         epoch_indices(10, seed=0, epoch=7, shuffle=True).tolist()
+    assert not spare.thread.is_alive()
+    last = [ld._spare, ref._spare]
     ld.close()
     ref.close()
-    assert not _producers()
+    assert not any(p.thread.is_alive() for p in last)
