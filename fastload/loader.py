@@ -227,6 +227,15 @@ class _Builder:
             pass
         return None if path is None else str(path)
 
+    def sample_cpu(self, backend, index, rec, params, img_slot, views):
+        """One sample on the pool: image into its slot, then instances and targets.
+        (Here, not on the loader: pool tasks must not hold the loader.)"""
+        try:
+            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
+        except Exception as e:
+            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
+        return self.instances(index, rec, params, views)
+
     def alloc(self, b: int) -> Dict[str, np.ndarray]:
         return {k: np.zeros((b,) + shape, dt) for k, (shape, dt) in self.fixed.items()}
 
@@ -746,14 +755,6 @@ class DataLoader:
                 raise
             return None, bad
 
-    def _sample_cpu(self, backend, index, rec, params, img_slot, views):
-        """One sample on the pool: image into its slot, then instances and targets."""
-        try:
-            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
-        except Exception as e:
-            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
-        return self._builder.instances(index, rec, params, views)
-
     def _make_batch(self, idx: np.ndarray, epoch: int, read_futs, stop: threading.Event):
         b = self._builder
         pool = self._get_pool()
@@ -778,7 +779,7 @@ class DataLoader:
             errs = []
             if backend.per_sample:
                 images = backend.alloc(n)
-                futs = [pool.submit(self._sample_cpu, backend, i, r, p, images[j:j + 1], vw)
+                futs = [pool.submit(b.sample_cpu, backend, i, r, p, images[j:j + 1], vw)
                         for j, (i, r, p, vw) in enumerate(zip(ok_idx, recs, params, views))]
             else:
                 futs = [pool.submit(b.instances, i, r, p, vw)
