@@ -219,10 +219,9 @@ class _Builder:
         """Best description of where a sample that could not be read lives."""
         path = getattr(self.ds, "path", None)
         try:
-            loc = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
-            files = getattr(self.ds, "_shard_files", None)
-            if files is not None:
-                return f"{files[loc[0]]}, record {loc[1]}"
+            shard, pos = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
+            name = self.ds.manifest["shards"][shard]["file"]
+            return f"{Path(path) / name}, record {pos}"
         except Exception:
             pass
         return None if path is None else str(path)
@@ -261,7 +260,8 @@ class _Builder:
             kk = k or int(inst.keypoints.shape[1])
             kp = np.zeros((n, kk, 3), np.float32)
             if inst.keypoints is not None:
-                kp[:, :inst.keypoints.shape[1]] = inst.keypoints
+                kc = min(kk, int(inst.keypoints.shape[1]))
+                kp[:, :kc] = inst.keypoints[:, :kc]
             out["keypoints"] = kp
         try:
             for s in self.specs:
@@ -815,9 +815,11 @@ class DataLoader:
         out["image"] = _to_torch(images, self.device, self.augment.dtype, torch)
         out["index"] = np.asarray(ok_idx, np.int64)
         out["num_instances"] = np.asarray([s["labels"].shape[0] for s in per], np.int64)
-        var_keys = [k for k in per[0] if k not in fixed]
+        var_keys = list(dict.fromkeys(k for s in per for k in s if k not in fixed))
         for k in var_keys:
-            arrs = [s[k] for s in per]
+            like = next(s[k] for s in per if k in s)
+            arrs = [s[k] if k in s else  # e.g. keypoints absent from some records
+                    np.zeros((s["labels"].shape[0],) + like.shape[1:], like.dtype) for s in per]
             if k not in INSTANCE_KEYS:  # FunctionTarget outputs: same shape every sample
                 shapes = {a.shape for a in arrs}
                 if len(shapes) > 1:

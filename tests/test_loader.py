@@ -385,3 +385,26 @@ def test_next_epoch_is_prefetched_and_identical(blobs):
     ld.close()
     ref.close()
     assert not any(p.thread.is_alive() for p in last)
+
+
+def test_corrupt_lmdb_record_names_shard(packed, tmp_path):
+    """A garbled record inside a real LMDB shard: the error names the index and the shard file."""
+    import shutil
+
+    import lmdb
+
+    from fastload.store import Dataset, encode_key
+    root = tmp_path / "copy"
+    shutil.copytree(packed.path, root)
+    ds = Dataset(root)
+    shard, pos = ds.locate(7)
+    shard_file = root / ds.manifest["shards"][shard]["file"]
+    env = lmdb.open(str(shard_file), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(encode_key(pos), b"\xc1garbage")
+    env.close()
+    with pytest.raises(SampleError, match="sample index 7") as e:
+        list(DataLoader(ds, batch_size=4, augment=CFG))
+    assert str(shard_file) in str(e.value) and e.value.stage == "reading the record"
+    ld = DataLoader(root, batch_size=4, augment=CFG, on_error="skip")
+    assert sum(len(b["index"]) for b in ld) == len(ds) - 1 and ld.stats["skipped"] == 1
