@@ -3,7 +3,6 @@
 Run: python3 -m pytest benchmarks/bench_decode.py --benchmark-only
 The fastest one is what fastload.augment.decode uses (see docs/cpu_backend.md).
 """
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

@@ -16,8 +16,9 @@ manifest's shard list. Values are :class:`fastload.record.Record` encodings
 (versioned msgpack, no pickle).
 
 Each shard entry of the manifest holds ``count``, ``bytes`` (sum of value lengths)
-and ``blake2b`` (hex digest, 32 bytes, of all values concatenated in key order):
-``fastload verify`` recomputes them.
+and ``blake2b``: the hex blake2b-256 of the concatenated per-record digests
+(blake2b-128 of each value, :func:`record_digest`) in key order, so packing workers hash
+records in parallel; ``fastload verify`` recomputes them.
 
 Readers (:class:`Dataset`) open each environment lazily, read-only, ``lock=False``,
 ``readahead=False``, once per process: after a ``fork`` the child notices the new
@@ -35,10 +36,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional
 
 import lmdb
-import numpy as np
 
 from fastload.record import Record, RecordError
 
@@ -50,6 +50,24 @@ SHARD_PATTERN = "shard-{:05d}.lmdb"
 
 class StoreError(ValueError):
     """A packed dataset directory is missing, incomplete or corrupt."""
+
+
+def record_digest(value) -> bytes:
+    """blake2b-128 of one record value (the unit of the shard checksum)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
+class ShardHash:
+    """The shard checksum: blake2b-256 over the per-record digests in key order."""
+
+    def __init__(self):
+        self._h = hashlib.blake2b(digest_size=32)
+
+    def update(self, value=None, digest: Optional[bytes] = None) -> None:
+        self._h.update(digest if digest is not None else record_digest(value))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def encode_key(j: int) -> bytes:
@@ -92,14 +110,17 @@ class ShardWriter:
                              readonly=False, lock=True, sync=False, metasync=False,
                              meminit=False, max_dbs=0, readahead=False)
         self._pending: List[bytes] = []
+        self._digests: List[bytes] = []
         self.count = 0
         self.nbytes = 0
-        self._hash = hashlib.blake2b(digest_size=32)
+        self._hash = ShardHash()
 
-    def append(self, value: bytes) -> int:
-        """Queue ``value`` as the next record; returns its local index."""
+    def append(self, value: bytes, digest: Optional[bytes] = None) -> int:
+        """Queue ``value`` as the next record (``digest``: its :func:`record_digest`, if the
+        caller computed it already); returns its local index."""
         j = self.count + len(self._pending)
         self._pending.append(bytes(value))
+        self._digests.append(digest if digest is not None else record_digest(value))
         if len(self._pending) >= self.batch:
             self.flush()
         return j
@@ -116,11 +137,12 @@ class ShardWriter:
             except lmdb.MapFullError:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
-        for v in self._pending:
-            self._hash.update(v)
+        for v, d in zip(self._pending, self._digests):
+            self._hash.update(digest=d)
             self.nbytes += len(v)
         self.count += len(self._pending)
         self._pending = []
+        self._digests = []
 
     def close(self) -> dict:
         self.flush()
@@ -307,15 +329,34 @@ class Dataset:
         return out  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> Record:
-        raw = self.get_raw(i)
-        try:
-            return Record.decode(raw)
-        except RecordError as e:
-            raise StoreError(f"{self.path}: record {i}: {e}") from None
+        s, j = self.locate(i)
+        # decode straight from LMDB's memory map (buffers=True) inside the transaction:
+        # msgpack copies every field out, so the record outlives the transaction, and the
+        # value is copied once instead of twice
+        with self._env(s).begin(buffers=True) as txn:
+            v = txn.get(encode_key(j))
+            if v is None:
+                raise StoreError(f"{self._shard_files[s]}: record {j} (global index {i}) is missing")
+            try:
+                return Record.decode(v)
+            except RecordError as e:
+                raise StoreError(f"{self.path}: record {i}: {e}") from None
 
     def read_many(self, indices: Iterable[int]) -> List[Record]:
-        """Decoded records for many indices (one transaction per shard)."""
-        return [Record.decode(v) for v in self.get_raw_many(indices)]
+        """Decoded records for many indices, in the given order (one transaction per shard)."""
+        idx = [self.locate(i) for i in indices]
+        out: List[Optional[Record]] = [None] * len(idx)
+        by_shard: Dict[int, List[int]] = {}
+        for k, (s, _) in enumerate(idx):
+            by_shard.setdefault(s, []).append(k)
+        for s, ks in by_shard.items():
+            with self._env(s).begin(buffers=True) as txn:
+                for k in ks:
+                    v = txn.get(encode_key(idx[k][1]))
+                    if v is None:
+                        raise StoreError(f"{self._shard_files[s]}: record {idx[k][1]} is missing")
+                    out[k] = Record.decode(v)
+        return out  # type: ignore[return-value]
 
     def __iter__(self):
         for i in range(self._len):
@@ -362,7 +403,7 @@ def verify(path, decode_images: bool = True, progress: bool = False):
         from tqdm import tqdm
         bar = tqdm(total=len(ds), unit="rec", desc="verify", file=sys.stderr)
     for s, entry in enumerate(ds.manifest["shards"]):
-        h = hashlib.blake2b(digest_size=32)
+        h = ShardHash()
         n = nbytes = 0
         expect_j = 0
         with ds._env(s).begin(buffers=False) as txn:
@@ -399,8 +440,8 @@ def verify(path, decode_images: bool = True, progress: bool = False):
             problems.append(f"{entry['file']}: {nbytes} bytes of records, the manifest says "
                             f"{entry['bytes']}")
         if h.hexdigest() != entry.get("blake2b"):
-            problems.append(f"{entry['file']}: checksum mismatch (blake2b of the records in key "
-                            f"order differs from the manifest)")
+            problems.append(f"{entry['file']}: checksum mismatch (the blake2b of the records in "
+                            f"key order differs from the manifest)")
     if bar is not None:
         bar.close()
     ds.close()

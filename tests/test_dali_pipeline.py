@@ -322,6 +322,10 @@ def test_dtypes_partial_batches_and_prefetch(dtype, tdtype):
     assert x.shape == (4, 3, 40, 48) and y.shape == (1, 3, 40, 48)
     with pytest.raises(ValueError, match="1..4"):
         aug.run(encs, ps)
+    if dtype == "uint8":
+        off = DaliAugmenter(AugmentConfig.off(out_size=(40, 48)), 2)
+        with pytest.raises(ValueError, match="hue_deg"):
+            off.run(encs[:1], [plain(48, 64, hue=5.0)])
 
 
 def test_corrupt_image_names_the_sample():
@@ -352,3 +356,20 @@ def test_gpu_matches_cpu_geometry():
     cpu = run(GEOM, None, encs, params).float()
     gpu = run(GEOM, 0, encs, params).float()
     assert (cpu - gpu).abs().mean() < 1.0
+
+
+def test_prefetch_equals_run_and_errors_in_fetch():
+    cfg = AugmentConfig(out_size=(32, 40), noise_sigma=(0, 0), shadow_prob=1.0, dtype="uint8")
+    rng = np.random.default_rng(13)
+    encs = [encode_jpeg(make_scene(rng, 64, 48).image) for _ in range(3)]
+    ps = [sample_params(cfg, 0, 0, i, 48, 64) for i in range(3)]
+    aug = DaliAugmenter(cfg, 2)
+    ref = [aug.run(encs[:2], ps[:2]), aug.run(encs[2:], ps[2:])]
+    aug.submit(encs[:2], ps[:2])
+    aug.submit(encs[2:], ps[2:])
+    assert torch.equal(aug.fetch(), ref[0]) and torch.equal(aug.fetch(), ref[1])
+    aug.submit([encs[0], b"\xff\xd8\xff\xe0 nope" * 8], ps[:2], names=["x.jpg", "y.jpg"])
+    with pytest.raises(ValueError, match=r"sample 1 \(y.jpg\)"):
+        aug.fetch()
+    with pytest.raises(RuntimeError, match="nothing submitted"):
+        aug.fetch()

@@ -157,3 +157,18 @@ def test_keypoints_flip_pairs_and_visibility(hflip, vflip, swapped):
     shift[0, 2] = 30  # (20,15)->(50,15): x == W is outside the half-open frame
     t = transform_instances(rec, _params(shift), (50, 50), min_visible=0.0)
     assert t.keypoints[0, 1].tolist() == [0, 0, 0]
+
+
+def test_decoded_record_and_empty_record():
+    rng = np.random.default_rng(4)
+    rec = Record.decode(_record_from_scene(make_scene(rng, 160, 120, keypoints=True)).encode())
+    assert not rec.points.flags.writeable  # read-only views of the msgpack buffer
+    p = sample_params(AugmentConfig(out_size=(64, 64)), 0, 0, 0, rec.height, rec.width)
+    _assert_same(transform_instances(rec, p, (64, 64), 0.1, FLIP_PAIRS),
+                 transform_instances_reference(rec, p, (64, 64), 0.1, FLIP_PAIRS))
+    empty = Record.from_instances(0, "e", b"", "png", 10, 10, [])
+    t = transform_instances(empty, p, (64, 64))
+    assert t.num_instances == 0 and t.points.shape == (0, 2) and t.keypoints is None
+    assert t.part_offsets.tolist() == [0] and t.inst_parts.tolist() == [0]
+    with pytest.raises(ValueError, match="matrix"):
+        transform_instances(empty, _params(np.eye(2)), (64, 64))

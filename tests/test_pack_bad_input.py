@@ -140,6 +140,11 @@ def test_out_handling(tmp_path, capsys):
     assert cli_main(["pack", str(src), str(out), "-f", "coco", "-q", "--overwrite"]) == 0
     assert len(Dataset(out)) == 2
     assert not list(tmp_path.glob(".out.*"))
+    with pytest.raises(PackError, match="contains the source"):
+        pack(src, tmp_path, "coco", overwrite=True)
+    with pytest.raises(PackError, match="contains the source"):
+        pack(src, src, "coco", overwrite=True)
+    assert (src / "a.json").exists()
     with pytest.raises(ValueError, match="unknown format"):
         pack(src, tmp_path / "o2", "nope")
     with pytest.raises(PackError, match="no such file"):

@@ -177,3 +177,16 @@ def test_real_coco_sample(tmp_path):
                 assert np.array_equal(p, np.asarray(q, np.float32).reshape(-1, 2))
             assert np.array_equal(got.keypoints, np.asarray(a["keypoints"], np.float32).reshape(17, 3))
     assert sorted(parts_seen)[-1] == 4 and len(parts_seen) == 14
+
+
+def test_non_crowd_rle_is_a_plain_instance(tmp_path):
+    write_dataset(tmp_path / "src", "coco", n_images=1, width=160, height=120, seed=2,
+                  crowd_every=1)
+    js = tmp_path / "src" / "annotations" / "instances.json"
+    data = json.loads(js.read_text())
+    data["annotations"][-1]["iscrowd"] = 0
+    js.write_text(json.dumps(data))
+    s = pack(tmp_path / "src", tmp_path / "out", "coco", workers=1, progress=False, crowd="skip")
+    last = Dataset(tmp_path / "out")[0].instances[-1]
+    assert s.problems == 0 and not last.ignore and not last.crowd and last.label == 0
+    assert np.allclose(last.bbox, [20, 10, 120, 60])

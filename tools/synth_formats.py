@@ -25,7 +25,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.synth import CLASSES, FLIP_PAIRS, KEYPOINT_NAMES, Scene, encode_jpeg, make_scene  # noqa: E402
+from tools.synth import CLASSES, KEYPOINT_NAMES, Scene, encode_jpeg, make_scene  # noqa: E402
 
 FORMATS = ("coco", "labelme", "via", "yolo", "masks")
 

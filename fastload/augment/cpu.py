@@ -72,7 +72,6 @@ _S43 = np.uint64(43)
 _S22 = np.uint64(22)
 _S1 = np.uint64(1)
 _MASK21 = np.uint64((1 << 21) - 1)
-_INV21 = 1.0 / float(1 << 21)
 
 _OUT_F32, _OUT_F16, _OUT_U8 = 0, 1, 2
 

@@ -56,7 +56,8 @@ class DaliAugmenter:
 
     ``device_id=None`` runs DALI's CPU operators and returns CPU torch tensors;
     an int runs decode ("mixed", nvJPEG) and every operator on that GPU and returns CUDA
-    tensors on that device, written on torch's current stream.
+    tensors on that device, copied device-to-device (no host round trip) on a side stream
+    and complete when returned (see ``_to_torch``).
     """
 
     def __init__(self, cfg: AugmentConfig, batch_size: int, device_id: Optional[int] = None,
@@ -68,7 +69,7 @@ class DaliAugmenter:
         self.device_id = device_id
         self.num_threads = int(num_threads)
         self.seed = int(seed)
-        self.use_hue = cfg.hue_deg != (0.0, 0.0) and tuple(cfg.hue_deg) != (0, 0)
+        self.use_hue = tuple(cfg.hue_deg) != (0.0, 0.0)
         self.use_noise = float(cfg.noise_sigma[1]) > 0.0
         self.use_shadow = cfg.shadow_prob > 0.0
         self._pending: deque = deque()
@@ -133,6 +134,14 @@ class DaliAugmenter:
         if not 0 < n <= self.batch_size:
             raise ValueError(f"batch of {n} samples; must be 1..{self.batch_size}")
         out_h, out_w = self.cfg.out_size
+        for i, q in enumerate(params):  # a stage left out of the graph must not be needed
+            if not self.use_hue and q.hue_deg != 0.0:
+                raise ValueError(f"sample {i}: hue_deg={q.hue_deg} but cfg.hue_deg is off")
+            if not self.use_noise and q.noise_sigma != 0.0:
+                raise ValueError(f"sample {i}: noise_sigma={q.noise_sigma} but cfg.noise_sigma "
+                                 "is off")
+            if not self.use_shadow and q.shadow_polygons and q.shadow_darkness != 1.0:
+                raise ValueError(f"sample {i}: has a shadow but cfg.shadow_prob is 0")
         enc = []
         for i, e in enumerate(encoded):
             a = np.frombuffer(e, np.uint8) if isinstance(e, (bytes, bytearray, memoryview)) \
@@ -152,30 +161,40 @@ class DaliAugmenter:
             p.feed_input("sigma", [np.float32(q.noise_sigma) for q in params])
         return enc
 
+    def _copy_stream(self):
+        import torch
+        if getattr(self, "_stream", None) is None:
+            self._stream = torch.cuda.Stream(torch.device("cuda", self.device_id))
+        return self._stream
+
     def _outputs(self):
-        """pipe.outputs(), made ready on torch's current stream when on a GPU."""
+        """pipe.outputs(), made ready on our copy stream when on a GPU."""
         if self.device_id is None:
             return self.pipe.outputs()
-        import torch
-        return self.pipe.outputs(cuda_stream=torch.cuda.current_stream(
-            torch.device("cuda", self.device_id)))
+        return self.pipe.outputs(cuda_stream=self._copy_stream())
 
     def _to_torch(self, out):
+        """DALI output -> torch. GPU: device-to-device copy on a side stream, which is then
+        synchronized (it holds only DALI's work and the copy, never the training stream's),
+        so the tensor is complete when returned and DALI may reuse its buffers; the tensor
+        is marked as used by the caller's current stream for the caching allocator."""
         import torch
         if self.device_id is None:
             t = torch.from_numpy(np.asarray(out.as_array()))
-        else:
-            from nvidia.dali.plugin.pytorch import feed_ndarray
-            tensor = out.as_tensor()
-            dtype = {"float32": torch.float32, "bfloat16": torch.float32,
-                     "float16": torch.float16, "uint8": torch.uint8}[self.cfg.dtype]
-            dev = torch.device("cuda", self.device_id)
+            return t.to(torch.bfloat16) if self.cfg.dtype == "bfloat16" else t
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+        tensor = out.as_tensor()
+        dtype = {"float32": torch.float32, "bfloat16": torch.float32,
+                 "float16": torch.float16, "uint8": torch.uint8}[self.cfg.dtype]
+        dev = torch.device("cuda", self.device_id)
+        side = self._copy_stream()
+        with torch.cuda.stream(side):
             t = torch.empty(tuple(tensor.shape()), dtype=dtype, device=dev)
-            # device-to-device copy on torch's current stream (no host round trip); the copy
-            # is needed because DALI reuses its output buffers for the next batch
-            feed_ndarray(tensor, t, cuda_stream=torch.cuda.current_stream(dev))
-        if self.cfg.dtype == "bfloat16":
-            t = t.to(torch.bfloat16)
+            feed_ndarray(tensor, t, cuda_stream=side)
+            if self.cfg.dtype == "bfloat16":
+                t = t.to(torch.bfloat16)
+        side.synchronize()
+        t.record_stream(torch.cuda.current_stream(dev))
         return t
 
     @staticmethod

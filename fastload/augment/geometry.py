@@ -318,6 +318,12 @@ def _move_keypoints(kps, mat, out_w, out_h, swap, flip_pairs):
     return res
 
 
+def _c(a, dtype):
+    # C-contiguous and writeable (records decoded from LMDB are read-only views; small
+    # copies keep the kernel to one compiled specialization)
+    return np.require(a, dtype, ["C", "W"])
+
+
 def _check(record, params, out_size):
     m = np.asarray(params.matrix)
     if m.shape != (3, 3):
@@ -341,12 +347,9 @@ def transform_instances(record: Record, params, out_size: Tuple[int, int],
     """
     mat, out_h, out_w = _check(record, params, out_size)
     pts, poff, iparts, keep, boxes = _transform_clip_kernel(
-        np.ascontiguousarray(record.points, np.float32),
-        np.ascontiguousarray(record.part_offsets, np.int32),
-        np.ascontiguousarray(record.inst_parts, np.int32),
-        np.ascontiguousarray(record.bboxes, np.float32).reshape(-1, 4),
-        np.ascontiguousarray(record.flags, np.uint8), mat, float(out_w), float(out_h),
-        float(min_visible))
+        _c(record.points, np.float32).reshape(-1, 2), _c(record.part_offsets, np.int32),
+        _c(record.inst_parts, np.int32), _c(record.bboxes, np.float32).reshape(-1, 4),
+        _c(record.flags, np.uint8), mat, float(out_w), float(out_h), float(min_visible))
     kps = None
     if record.keypoints is not None:
         kps = _move_keypoints(np.asarray(record.keypoints)[keep], mat, out_w, out_h,

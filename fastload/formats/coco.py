@@ -13,7 +13,9 @@ Mapping:
 - images sorted by id; the record id is the COCO image id;
 - ``segmentation`` polygon lists -> one instance with one part per list (multi-part);
   coordinates are used as written (COCO polygons are continuous pixel coordinates);
-- ``iscrowd`` / RLE segmentations: ``crowd="ignore"`` (default) decodes the RLE (counts
+- RLE segmentations (counts list or compressed string) are decoded and traced to polygons;
+  a non-crowd RLE is a plain instance.
+- ``iscrowd`` regions: ``crowd="ignore"`` (default) decodes the RLE (counts
   list or compressed string) and traces it to polygons (``skimage.measure.find_contours``
   on the pixel grid: vertices lie on pixel edges, holes are not kept, so the ignore
   region covers its holes too), flagged ignore + crowd; ``crowd="skip"`` drops them
@@ -265,8 +267,8 @@ def _instance(a: dict, cat_index: dict, crowd: str, fname: str, problems: list):
                                     what=f"keypoints has {len(a['keypoints'])} numbers, "
                                          f"not a multiple of 3"))
             return None
-    if isinstance(seg, dict):  # RLE (crowd regions, normally)
-        if crowd == "skip":
+    if isinstance(seg, dict):  # RLE: crowd regions normally; a non-crowd RLE is a plain instance
+        if is_crowd and crowd == "skip":
             problems.append(Problem(file=fname, annotation=name, reason="crowd_skipped",
                                     what="crowd/RLE region skipped (--crowd skip)"))
             return None
@@ -280,8 +282,8 @@ def _instance(a: dict, cat_index: dict, crowd: str, fname: str, problems: list):
             problems.append(Problem(file=fname, annotation=name, reason="empty_rle",
                                     what="RLE segmentation is empty"))
             return None
-        return SourceInstance(label=cat_index[cid], polygons=polys, ignore=True, crowd=True,
-                              keypoints=kps, name=name)
+        return SourceInstance(label=cat_index[cid], polygons=polys, ignore=is_crowd,
+                              crowd=is_crowd, keypoints=kps, name=name)
     if is_crowd and crowd == "skip":
         problems.append(Problem(file=fname, annotation=name, reason="crowd_skipped",
                                 what="crowd region skipped (--crowd skip)"))
