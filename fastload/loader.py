@@ -581,15 +581,21 @@ class DataLoader:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+            if dev.index is None:  # one process per GPU under torchrun: cuda:LOCAL_RANK
+                dev = torch.device("cuda", self.local_rank if self.world_size > 1
+                                   else torch.cuda.current_device())
+            if dev.index >= torch.cuda.device_count():
+                raise ValueError(f"device {dev} does not exist ({torch.cuda.device_count()} GPUs visible)")
+        elif dev.type != "cpu":
+            raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
         self.device = dev
         if backend is None:
             backend = "dali" if dev.type == "cuda" else "cpu"
         if backend not in ("dali", "cpu"):
             raise ValueError(f"backend must be 'dali' or 'cpu', got {backend!r}")
-        if backend == "cpu" and dev.type == "cuda":
-            pass  # allowed: CPU augmentation, copied to the GPU
         self.backend = backend
         if num_threads is None:
             try:

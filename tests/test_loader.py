@@ -198,6 +198,13 @@ def test_torch_keywords_honoured(blobs):
         DataLoader(blobs, on_error="ignore")
     with pytest.raises(ValueError, match="unknown target"):
         DataLoader(blobs, targets=["centrnet"])
+    with pytest.raises(ValueError, match="backend"):
+        DataLoader(blobs, backend="opencv")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            DataLoader(blobs, device="cuda")
+    with pytest.raises(TypeError, match="packed directory path"):
+        DataLoader(42)
 
 
 # ------------------------------------------------------------------ distributed split (in-process)
