@@ -436,8 +436,18 @@ _W: dict = {}  # per-process worker state (inherited through fork)
 def _work_chunk(bounds, state=None):
     lo, hi = bounds
     w = _W if state is None else state
-    return [prepare_sample(w["samples"][i], i, w["num_classes"], w["root"], w["num_keypoints"])
-            for i in range(lo, hi)]
+    out = []
+    for i in range(lo, hi):
+        try:
+            out.append(prepare_sample(w["samples"][i], i, w["num_classes"], w["root"],
+                                      w["num_keypoints"]))
+        except Exception as e:  # a reader's lazy parsing failed: skip the sample, say why
+            smp = w["samples"][i]
+            name = getattr(smp, "file_name", f"sample {i}")
+            out.append((None, [Problem(file=str(name), fatal=True, reason="unreadable_sample",
+                                       what=f"could not be prepared: {type(e).__name__}: {e}")],
+                        {}))
+    return out
 
 
 def _ordered_map(pool, chunks, window: int, state=None):
@@ -561,6 +571,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     tmp.mkdir()
     pool = None
     bar = None
+    writer = None
     try:
         workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
         chunks = [(lo, min(lo + chunk, len(samples))) for lo in range(0, len(samples), chunk)]
@@ -582,7 +593,6 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             bar = tqdm(total=len(samples), unit="img", desc=f"pack {format}", file=sys.stderr,
                        dynamic_ncols=True)
         shards: List[dict] = []
-        writer = None
         for res in results:
             for value, problems, st in res:
                 note(problems)
@@ -606,6 +616,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
                     writer = None
         if writer is not None:
             shards.append(writer.close())
+            writer = None
         if bar is not None:
             bar.close()
             bar = None
@@ -658,6 +669,11 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if writer is not None:
+            try:
+                writer.env.close()
+            except Exception:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:

@@ -15,7 +15,8 @@ The global index ``i`` maps to ``(s, j)`` through the cumulative record counts o
 manifest's shard list. Values are :class:`fastload.record.Record` encodings
 (versioned msgpack, no pickle).
 
-Each shard entry of the manifest holds ``count``, ``bytes`` (sum of value lengths)
+Each shard entry of the manifest holds ``count``, ``file_bytes`` (size of the LMDB
+file: a shorter file is an incomplete copy and is refused), ``bytes`` (sum of value lengths)
 and ``blake2b``: the hex blake2b-256 of the concatenated per-record digests
 (blake2b-128 of each value, :func:`record_digest`) in key order, so packing workers hash
 records in parallel; ``fastload verify`` recomputes them.
@@ -152,14 +153,15 @@ class ShardWriter:
         if lock.exists():
             lock.unlink()
         return {"file": self.path.name, "count": self.count, "bytes": self.nbytes,
-                "blake2b": self._hash.hexdigest()}
+                "blake2b": self._hash.hexdigest(), "file_bytes": self.path.stat().st_size}
 
 
 # ---------------------------------------------------------------------------- reading
-def load_manifest(path) -> dict:
+def load_manifest(path, check_files: bool = True) -> dict:
     """Read and check ``path/manifest.json``; raises :class:`StoreError` with a clear
     message for a missing directory, a directory without manifest (an interrupted or
-    foreign directory), unreadable JSON or a newer format version."""
+    foreign directory), unreadable JSON, a newer format version, or (``check_files``)
+    missing / truncated shard files."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such dataset directory")
@@ -180,10 +182,25 @@ def load_manifest(path) -> dict:
     if int(m.get("format_version", 0)) > FORMAT_VERSION:
         raise StoreError(f"{mpath}: format version {m.get('format_version')} is newer than "
                          f"this fastload supports ({FORMAT_VERSION}); upgrade fastload")
-    for s in m["shards"]:
-        if not (path / s["file"]).exists():
-            raise StoreError(f"{path}: shard file {s['file']} listed in the manifest is missing")
+    if check_files:
+        bad = shard_file_problems(path, m)
+        if bad:
+            raise StoreError(f"{path}: {bad[0]}")
     return m
+
+
+def shard_file_problems(path, manifest) -> List[str]:
+    """Missing or truncated shard files (an incomplete copy): LMDB maps the file and
+    would crash the process (SIGBUS) on pages past its end, so they are never opened."""
+    out = []
+    for s in manifest["shards"]:
+        f = Path(path) / s["file"]
+        if not f.exists():
+            out.append(f"shard file {s['file']} listed in the manifest is missing")
+        elif "file_bytes" in s and f.stat().st_size < int(s["file_bytes"]):
+            out.append(f"shard file {s['file']} is truncated ({f.stat().st_size} of "
+                       f"{s['file_bytes']} bytes); copy the dataset again")
+    return out
 
 
 # Process-wide cache of open read-only environments, keyed by shard path. LMDB (and
@@ -255,9 +272,9 @@ class Dataset:
     ``flip_pairs`` (list of (left, right) index pairs), ``skeleton``, ``source_format``.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, check_files: bool = True):
         self.path = Path(path)
-        self.manifest = load_manifest(self.path)
+        self.manifest = load_manifest(self.path, check_files)
         m = self.manifest
         self.classes: List[str] = list(m.get("classes") or [])
         self.keypoint_names: Optional[List[str]] = m.get("keypoint_names")
@@ -393,59 +410,71 @@ def verify(path, decode_images: bool = True, progress: bool = False):
     Returns a list of problem strings (empty when everything is fine); records are
     named by global index, id and file name.
     """
-    import io
-    from PIL import Image
-
-    ds = Dataset(path)
+    ds = Dataset(path, check_files=False)
     problems: List[str] = []
+    unsafe = set()
+    for msg in shard_file_problems(ds.path, ds.manifest):
+        problems.append(msg)
+        unsafe.add(msg.split()[2])  # never open a missing / truncated file
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(ds), unit="rec", desc="verify", file=sys.stderr)
     for s, entry in enumerate(ds.manifest["shards"]):
-        h = ShardHash()
-        n = nbytes = 0
-        expect_j = 0
-        with ds._env(s).begin(buffers=False) as txn:
-            for k, v in txn.cursor():
-                j = decode_key(k)
-                gi = ds._starts[s] + j
-                if j != expect_j:
-                    problems.append(f"{entry['file']}: key {j} where {expect_j} was expected")
-                expect_j = j + 1
-                h.update(v)
-                n += 1
-                nbytes += len(v)
-                try:
-                    rec = Record.decode(v)
-                except RecordError as e:
-                    problems.append(f"record {gi}: {e}")
-                    continue
-                if decode_images:
-                    try:
-                        with Image.open(io.BytesIO(rec.image_bytes)) as im:
-                            im.load()
-                            size = im.size
-                        if size != (rec.width, rec.height):
-                            raise ValueError(f"decoded size {size[0]}x{size[1]} differs from "
-                                             f"recorded {rec.width}x{rec.height}")
-                    except Exception as e:
-                        problems.append(f"record {gi} (id {rec.id}, {rec.file_name}): image does "
-                                        f"not decode: {e}")
-                if bar is not None:
-                    bar.update(1)
-        if n != entry["count"]:
-            problems.append(f"{entry['file']}: {n} records, the manifest says {entry['count']}")
-        if nbytes != entry.get("bytes", nbytes):
-            problems.append(f"{entry['file']}: {nbytes} bytes of records, the manifest says "
-                            f"{entry['bytes']}")
-        if h.hexdigest() != entry.get("blake2b"):
-            problems.append(f"{entry['file']}: checksum mismatch (the blake2b of the records in "
-                            f"key order differs from the manifest)")
+        if entry["file"] in unsafe:
+            continue
+        try:
+            _verify_shard(ds, s, entry, decode_images, problems, bar)
+        except (lmdb.Error, StoreError) as e:
+            problems.append(f"{entry['file']}: cannot read the shard: {e}")
     if bar is not None:
         bar.close()
     ds.close()
     return problems
+
+
+def _verify_shard(ds, s, entry, decode_images, problems, bar):
+    import io
+    from PIL import Image
+    h = ShardHash()
+    n = nbytes = 0
+    expect_j = 0
+    with ds._env(s).begin(buffers=False) as txn:
+        for k, v in txn.cursor():
+            j = decode_key(k)
+            gi = ds._starts[s] + j
+            if j != expect_j:
+                problems.append(f"{entry['file']}: key {j} where {expect_j} was expected")
+            expect_j = j + 1
+            h.update(v)
+            n += 1
+            nbytes += len(v)
+            try:
+                rec = Record.decode(v)
+            except RecordError as e:
+                problems.append(f"record {gi}: {e}")
+                continue
+            if decode_images:
+                try:
+                    with Image.open(io.BytesIO(rec.image_bytes)) as im:
+                        im.load()
+                        size = im.size
+                    if size != (rec.width, rec.height):
+                        raise ValueError(f"decoded size {size[0]}x{size[1]} differs from "
+                                         f"recorded {rec.width}x{rec.height}")
+                except Exception as e:
+                    problems.append(f"record {gi} (id {rec.id}, {rec.file_name}): image does "
+                                    f"not decode: {e}")
+            if bar is not None:
+                bar.update(1)
+    if n != entry["count"]:
+        problems.append(f"{entry['file']}: {n} records, the manifest says {entry['count']}")
+    if nbytes != entry.get("bytes", nbytes):
+        problems.append(f"{entry['file']}: {nbytes} bytes of records, the manifest says "
+                        f"{entry['bytes']}")
+    if h.hexdigest() != entry.get("blake2b"):
+        problems.append(f"{entry['file']}: checksum mismatch (the blake2b of the records in "
+                        f"key order differs from the manifest)")
 
 
 def format_info(path) -> str:
@@ -491,7 +520,7 @@ def _cmd_verify(args) -> int:
         return 2
     for p in problems:
         print(p)
-    n = len(Dataset(args.dataset))
+    n = sum(int(e["count"]) for e in load_manifest(args.dataset, check_files=False)["shards"])
     if problems:
         print(f"verify: {len(problems)} problem(s) in {n} records", file=sys.stderr)
         return 1

@@ -240,3 +240,23 @@ def test_validate_parts_kernel_matches_reference(rng):
         assert np.array_equal(codes, rc) and np.array_equal(clipped, rcl)
         for p in np.flatnonzero(codes == 0):
             assert np.array_equal(out[offsets[p]:offsets[p + 1]], rout[offsets[p]:offsets[p + 1]])
+
+
+def test_a_failing_lazy_sample_is_skipped_not_a_traceback():
+    from fastload.formats.base import SourceSample
+    from fastload.pack import _work_chunk
+
+    class Broken(SourceSample):
+        @property
+        def instances(self):
+            raise RuntimeError("mask PNG is corrupt")
+
+        @instances.setter
+        def instances(self, v):
+            pass
+
+    img = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    state = dict(samples=[Broken(file_name="m.png", image_bytes=img)], num_classes=1,
+                 root=None, num_keypoints=None)
+    ((value, problems, _),) = _work_chunk((0, 1), state)
+    assert value is None and problems[0].fatal and "mask PNG is corrupt" in str(problems[0])

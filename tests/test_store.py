@@ -182,3 +182,16 @@ def test_reader_registry_errors():
     with pytest.raises(ValueError, match="unknown input format 'nope'"):
         get_reader("nope")
     assert hasattr(get_reader("coco"), "read")
+
+
+def test_verify_truncated_shard(packed, tmp_path, capsys):
+    import shutil
+    out = tmp_path / "t"
+    shutil.copytree(packed[0], out)
+    f = out / "shard-00003.lmdb"
+    f.write_bytes(f.read_bytes()[:5000])
+    assert cli_main(["verify", "-q", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "shard-00003.lmdb is truncated" in text and "shard-00002" not in text
+    with pytest.raises(StoreError, match="truncated"):
+        Dataset(out)  # refused up front: LMDB would crash the process on the missing pages
