@@ -380,8 +380,6 @@ class _Pipeline:
                     ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
                     item = ld._make_batch(batches[k], epoch, cur, self.stop)
                     del ld, cur
-                    if item is None:  # every sample of the batch was skipped
-                        continue
                     if not self._put(("batch", epoch, k, item)):
                         return
                     del item
@@ -439,37 +437,43 @@ class _LoaderIter:
         return self._n
 
     def __next__(self):
-        if self._done:
-            raise StopIteration
-        try:
-            kind, epoch, k, item = self._pipe.get(self._timeout)
-        except BaseException:
-            self.close()
-            raise
-        loader = self._loader_ref()
-        if kind == "end":
-            self._done = True
-            self._fin.detach()
-            if loader is not None and loader._active_iter() is self:
-                self._pipe.next_epoch = epoch + 1
-                loader._end_epoch(self._epoch, self._pipe)
-            else:
-                self._pipe.shutdown()
-            raise StopIteration
-        if kind == "error":
-            self.close()
-            raise item
-        if loader is not None and loader._active_iter() is self:
-            loader._consumed = k + 1
-        batch, ev = item
-        if ev is not None:  # device copies were issued on the producer's stream
-            import torch
-            cur = torch.cuda.current_stream(batch["image"].device)
-            cur.wait_event(ev)
-            for t in batch.values():
-                if t.is_cuda:
-                    t.record_stream(cur)
-        return batch
+        while True:
+            if self._done:
+                raise StopIteration
+            try:
+                kind, epoch, k, item = self._pipe.get(self._timeout)
+            except BaseException:
+                self.close()
+                raise
+            loader = self._loader_ref()
+            if kind == "end":
+                self._done = True
+                self._fin.detach()
+                if loader is not None and loader._active_iter() is self:
+                    self._pipe.next_epoch = epoch + 1
+                    loader._end_epoch(self._epoch, self._pipe)
+                else:
+                    self._pipe.shutdown()
+                raise StopIteration
+            if kind == "error":
+                self.close()
+                raise item
+            payload, skips = item
+            if loader is not None:
+                loader._count(payload, skips)
+                if loader._active_iter() is self:
+                    loader._consumed = k + 1
+            if payload is None:  # every sample of this batch was skipped
+                continue
+            batch, ev = payload
+            if ev is not None:  # device copies were issued on the producer's stream
+                import torch
+                cur = torch.cuda.current_stream(batch["image"].device)
+                cur.wait_event(ev)
+                for t in batch.values():
+                    if t.is_cuda:
+                        t.record_stream(cur)
+            return batch
 
     def close(self):
         """Stop the producer thread and free queued batches (idempotent)."""
@@ -735,14 +739,24 @@ class DataLoader:
         pool = self._get_pool()
         return [pool.submit(self._builder.read, int(i), epoch) for i in idx]
 
-    def _fail(self, err: SampleError):
+    def _fail(self, err: SampleError, skips: list):
         if self.on_error == "raise":
             raise err
-        self.stats["skipped"] += 1
-        lst = self.stats["skipped_samples"]
-        lst.append({"index": err.index, "id": err.sample_id, "file": err.file_name,
-                    "error": str(err)})
-        del lst[:-100]
+        skips.append({"index": err.index, "id": err.sample_id, "file": err.file_name,
+                      "error": str(err)})
+
+    def _count(self, batch, skips):
+        """Consumer side: stats count what the loop has been handed (not what was prefetched)."""
+        st = self.stats
+        if skips:
+            st["skipped"] += len(skips)
+            st["skipped_samples"].extend(skips)
+            del st["skipped_samples"][:-100]
+        if batch is None:
+            st["skipped_batches"] += 1
+        else:
+            st["batches"] += 1
+            st["samples"] += int(batch[0]["index"].shape[0])
 
     def _run_images_batch(self, backend, recs, params):
         """Batch backend (DALI): images of all samples; on failure, find the bad ones."""
@@ -766,12 +780,13 @@ class DataLoader:
         pool = self._get_pool()
         backend = self._get_backend()
         # 1. records + params (submitted one batch ahead)
+        skips: list = []
         ok_idx, recs, params = [], [], []
         for i, f in zip(idx, read_futs):
             try:
                 rec, p = f.result()
             except SampleError as e:
-                self._fail(e)
+                self._fail(e, skips)
                 continue
             ok_idx.append(int(i))
             recs.append(rec)
@@ -807,14 +822,13 @@ class DataLoader:
             for j, e in errs:
                 if j not in drop:
                     drop.add(j)
-                    self._fail(e)  # raises under on_error="raise"
+                    self._fail(e, skips)  # raises under on_error="raise"
             keep = [j for j in range(n) if j not in drop]
             ok_idx = [ok_idx[j] for j in keep]
             recs = [recs[j] for j in keep]
             params = [params[j] for j in keep]
         if not recs:
-            self.stats["skipped_batches"] += 1
-            return None
+            return None, skips
         import torch
         # 3. collate
         out: Dict[str, Any] = {}
@@ -835,9 +849,7 @@ class DataLoader:
             else:
                 out[k] = _pad_stack_np(arrs, PAD_VALUES.get(k, 0))
         out.update(fixed)
-        self.stats["batches"] += 1
-        self.stats["samples"] += len(recs)
-        return self._to_device(out, torch)
+        return self._to_device(out, torch), skips
 
     def _stream_ctx(self):
         """The producer's CUDA stream (device work of a batch is issued there), or a no-op."""

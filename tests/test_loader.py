@@ -242,7 +242,8 @@ def test_corrupt_image_error_names_sample(blobs):
     assert "sample index 5" in msg and "id 5" in msg and "img_0005.jpg" in msg
     assert e.value.index == 5 and e.value.file_name == "img_0005.jpg"
     assert seen == [0, 1, 2, 3]
-    assert not _producers()
+    it = ld._active()  # still referenced by the traceback, but closed
+    assert ld._spare is None and (it is None or not it._pipe.thread.is_alive())
 
 
 def test_corrupt_record_error_and_skip_policy(blobs):
@@ -266,26 +267,29 @@ def test_target_error_reaches_loop(blobs):
 
 
 def test_break_delete_and_interrupt_leave_no_threads(blobs):
+    gc.collect()
+    before = set(threading.enumerate())
     ld = DataLoader(blobs, batch_size=2, augment=CFG, num_threads=2, prefetch=1)
+    mine = lambda: set(_producers()) - before  # noqa: E731
     for _ in ld:
         break  # producer is blocked on the full queue here
     gc.collect()
     deadline = time.monotonic() + 10
-    while _producers() and time.monotonic() < deadline:
+    while mine() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _producers()
+    assert not mine()
     with pytest.raises(KeyboardInterrupt):
         for _ in ld:
             raise KeyboardInterrupt
     gc.collect()
-    assert not _producers()
+    assert not mine()
     it = iter(ld)
     next(it)
     it.close()
-    assert not _producers()
+    assert not mine()
     del ld, it
     gc.collect()
-    assert not _fastload_threads()
+    assert not set(_fastload_threads()) - before
 
 
 def test_program_end_mid_epoch_exits(tmp_path, blobs):
@@ -440,3 +444,14 @@ def test_gpu_dali_batches_on_device_match_cpu_path(blobs):
     with torch.cuda.stream(side):  # batches are usable on whatever stream the loop runs
         b = next(iter(DataLoader(blobs, device="cuda", backend="cpu", **kw)))
         assert torch.isfinite(b["image"]).all()
+
+
+def test_skip_whole_batch_and_stats_count_delivered_only(blobs):
+    for i in (4, 5, 6, 7):
+        corrupt_image(blobs, i)
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, on_error="skip", prefetch=2)
+    assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [8, 9]]
+    assert ld.stats["skipped_batches"] == 1 and ld.stats["skipped"] == 4
+    assert ld.stats["batches"] == 2 and ld.stats["samples"] == 6
+    time.sleep(0.5)  # the producer prefetches epoch 1 meanwhile: not counted until delivered
+    assert ld.stats["skipped"] == 4
