@@ -189,6 +189,12 @@ def _dataset_info(ds) -> DatasetInfo:
                        num_keypoints=len(kp_names), flip_pairs=flip_pairs)
 
 
+_TORCH_DTYPES = {np.dtype(k): v for k, v in [
+    ("float32", torch.float32), ("float16", torch.float16), ("float64", torch.float64),
+    ("int64", torch.int64), ("int32", torch.int32), ("int16", torch.int16), ("uint8", torch.uint8),
+    ("int8", torch.int8), ("bool", torch.bool)]}
+
+
 class _Builder:
     """The CPU side of one sample: read, params, moved instances, targets (thread-safe)."""
 
@@ -235,7 +241,15 @@ class _Builder:
             raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
         return self.instances(index, rec, params, views)
 
+    pinned = False  # the loader sets it for a CUDA device
+
     def alloc(self, b: int) -> Dict[str, np.ndarray]:
+        """Zeroed (b, ...) target arrays. For a CUDA device they live in pinned host memory
+        (torch's caching host allocator), so the kernels write straight into the buffers
+        the asynchronous host-to-device copy reads: no extra host copy of big maps."""
+        if self.pinned:
+            return {k: torch.zeros((b,) + shape, dtype=_TORCH_DTYPES[dt], pin_memory=True).numpy()
+                    for k, (shape, dt) in self.fixed.items()}
         return {k: np.zeros((b,) + shape, dt) for k, (shape, dt) in self.fixed.items()}
 
     def instances(self, index, rec, params, fixed_views: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -285,8 +299,11 @@ class _CpuBackend:
         self.dtype = output_dtype(cfg.dtype)
         self.out_size = cfg.out_size
 
-    def alloc(self, b):
-        return np.empty((b, 3) + tuple(self.out_size), self.dtype)
+    def alloc(self, b, pinned=False):
+        shape = (b, 3) + tuple(self.out_size)
+        if pinned:  # CUDA device: write the images where the async copy reads them
+            return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(self.dtype)], pin_memory=True).numpy()
+        return np.empty(shape, self.dtype)
 
     def run_one(self, encoded, params, out_slot, name):
         self.aug.run([encoded], [params], out=out_slot, names=[name])
@@ -612,6 +629,7 @@ class DataLoader:
         self.info = _dataset_info(self.dataset)
         self.targets = resolve_targets(targets, self.info)
         self._builder = _Builder(self.dataset, augment, self.targets, self.info, self.seed)
+        self._builder.pinned = dev.type == "cuda"
         self._backend_obj = None
         self._backend_fin = None
         self._pool = None
@@ -799,7 +817,7 @@ class DataLoader:
             views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(n)]
             errs = []
             if backend.per_sample:
-                images = backend.alloc(n)
+                images = backend.alloc(n, b.pinned)
                 futs = [pool.submit(b.sample_cpu, backend, i, r, p, images[j:j + 1], vw)
                         for j, (i, r, p, vw) in enumerate(zip(ok_idx, recs, params, views))]
             else:
@@ -872,7 +890,9 @@ class DataLoader:
             for k, v in out.items():
                 t = v if isinstance(v, torch.Tensor) else torch.from_numpy(v)
                 if t.device.type == "cpu":
-                    t = t.pin_memory().to(dev, non_blocking=True)
+                    if not t.is_pinned():  # targets are allocated pinned; small keys are not
+                        t = t.pin_memory()
+                    t = t.to(dev, non_blocking=True)
                 res[k] = t
             ev = torch.cuda.Event()
             ev.record(self._cuda_stream)
