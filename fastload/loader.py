@@ -382,6 +382,12 @@ class _Pipeline:
 
     def _run(self, epoch, start):
         try:
+            ld = self._loader_ref()
+            if ld is not None and ld.device.type == "cuda":
+                # like torch's pin-memory thread: this thread's CUDA work (pinned buffers,
+                # streams, DALI output) goes to the loader's GPU, never a context on cuda:0
+                torch.cuda.set_device(ld.device)
+            del ld
             while not self.stop.is_set():
                 ld = self._loader_ref()
                 if ld is None:
