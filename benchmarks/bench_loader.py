@@ -22,7 +22,6 @@ import io
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
