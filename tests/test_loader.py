@@ -455,3 +455,31 @@ def test_skip_whole_batch_and_stats_count_delivered_only(blobs):
     assert ld.stats["batches"] == 2 and ld.stats["samples"] == 6
     time.sleep(0.5)  # the producer prefetches epoch 1 meanwhile: not counted until delivered
     assert ld.stats["skipped"] == 4
+
+
+class _SlowDataset:
+    """Records from a BlobDataset, one of them slow to read (a stalled NAS)."""
+
+    def __init__(self, base, slow_index, seconds):
+        self.base, self.slow, self.seconds = base, slow_index, seconds
+        self.classes, self.keypoint_names, self.flip_pairs = base.classes, base.keypoint_names, base.flip_pairs
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.slow:
+            time.sleep(self.seconds)
+        return self.base[i]
+
+
+def test_timeout_raises_instead_of_waiting(blobs):
+    ld = DataLoader(_SlowDataset(blobs, 5, 3.0), batch_size=4, augment=CFG, timeout=0.5)
+    it = iter(ld)
+    next(it)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="timeout=0.5"):
+        next(it)
+    assert time.monotonic() - t0 < 2.5
+    with pytest.raises(StopIteration):  # the iterator is closed after the error
+        next(it)
