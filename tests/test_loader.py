@@ -474,6 +474,7 @@ class _SlowDataset:
 
 
 def test_timeout_raises_instead_of_waiting(blobs):
+    _collect(DataLoader(blobs, batch_size=4, augment=CFG))  # warm the kernels in this process
     ld = DataLoader(_SlowDataset(blobs, 5, 3.0), batch_size=4, augment=CFG, timeout=0.5)
     it = iter(ld)
     next(it)
