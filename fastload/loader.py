@@ -465,6 +465,13 @@ class _LoaderIter:
                 raise StopIteration
             try:
                 kind, epoch, k, item = self._pipe.get(self._timeout)
+            except TimeoutError:
+                # the producer is stuck in a read or a kernel: stop it, do not wait for it
+                # (a daemon thread; it exits as soon as its current call returns)
+                self._done = True
+                self._fin.detach()
+                self._pipe.shutdown(join_timeout=0.1)
+                raise
             except BaseException:
                 self.close()
                 raise
