@@ -189,6 +189,12 @@ def _dataset_info(ds) -> DatasetInfo:
                        num_keypoints=len(kp_names), flip_pairs=flip_pairs)
 
 
+_TORCH_DTYPES = {np.dtype(k): v for k, v in [
+    ("float32", torch.float32), ("float16", torch.float16), ("float64", torch.float64),
+    ("int64", torch.int64), ("int32", torch.int32), ("int16", torch.int16), ("uint8", torch.uint8),
+    ("int8", torch.int8), ("bool", torch.bool)]}
+
+
 class _Builder:
     """The CPU side of one sample: read, params, moved instances, targets (thread-safe)."""
 
@@ -219,15 +225,31 @@ class _Builder:
         """Best description of where a sample that could not be read lives."""
         path = getattr(self.ds, "path", None)
         try:
-            loc = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
-            files = getattr(self.ds, "_shard_files", None)
-            if files is not None:
-                return f"{files[loc[0]]}, record {loc[1]}"
+            shard, pos = self.ds.locate(int(index))  # fastload.Dataset: (shard, position)
+            name = self.ds.manifest["shards"][shard]["file"]
+            return f"{Path(path) / name}, record {pos}"
         except Exception:
             pass
         return None if path is None else str(path)
 
+    def sample_cpu(self, backend, index, rec, params, img_slot, views):
+        """One sample on the pool: image into its slot, then instances and targets.
+        (Here, not on the loader: pool tasks must not hold the loader.)"""
+        try:
+            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
+        except Exception as e:
+            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
+        return self.instances(index, rec, params, views)
+
+    pinned = False  # the loader sets it for a CUDA device
+
     def alloc(self, b: int) -> Dict[str, np.ndarray]:
+        """Zeroed (b, ...) target arrays. For a CUDA device they live in pinned host memory
+        (torch's caching host allocator), so the kernels write straight into the buffers
+        the asynchronous host-to-device copy reads: no extra host copy of big maps."""
+        if self.pinned:
+            return {k: torch.zeros((b,) + shape, dtype=_TORCH_DTYPES[dt], pin_memory=True).numpy()
+                    for k, (shape, dt) in self.fixed.items()}
         return {k: np.zeros((b,) + shape, dt) for k, (shape, dt) in self.fixed.items()}
 
     def instances(self, index, rec, params, fixed_views: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -252,7 +274,8 @@ class _Builder:
             kk = k or int(inst.keypoints.shape[1])
             kp = np.zeros((n, kk, 3), np.float32)
             if inst.keypoints is not None:
-                kp[:, :inst.keypoints.shape[1]] = inst.keypoints
+                kc = min(kk, int(inst.keypoints.shape[1]))
+                kp[:, :kc] = inst.keypoints[:, :kc]
             out["keypoints"] = kp
         try:
             for s in self.specs:
@@ -276,8 +299,11 @@ class _CpuBackend:
         self.dtype = output_dtype(cfg.dtype)
         self.out_size = cfg.out_size
 
-    def alloc(self, b):
-        return np.empty((b, 3) + tuple(self.out_size), self.dtype)
+    def alloc(self, b, pinned=False):
+        shape = (b, 3) + tuple(self.out_size)
+        if pinned:  # CUDA device: write the images where the async copy reads them
+            return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(self.dtype)], pin_memory=True).numpy()
+        return np.empty(shape, self.dtype)
 
     def run_one(self, encoded, params, out_slot, name):
         self.aug.run([encoded], [params], out=out_slot, names=[name])
@@ -325,13 +351,22 @@ def _stop_all():  # program end: stop every producer so nothing is left waiting
 
 
 class _Pipeline:
-    """One epoch's producer thread and its bounded queue. Holds no reference to the iterator."""
+    """A producer thread and its bounded queue, starting at (epoch, start).
 
-    def __init__(self, loader_ref, batches, start, epoch, prefetch):
+    It builds the batches of its epoch, puts ("end", epoch), then goes on with the next
+    epoch's first batches (at most ``prefetch`` of them wait in the queue), so a training
+    loop that moves on to epoch + 1 finds them ready: no bubble at epoch boundaries. The
+    loader hands the running pipeline to the next iterator when its (seed, epoch, start)
+    match, and shuts it down otherwise. Holds the loader weakly and the iterator not at all.
+    """
+
+    def __init__(self, loader_ref, epoch, start, seed, prefetch):
         self.q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self.stop = threading.Event()
+        self.seed = seed
+        self.next_epoch = epoch   # the epoch whose batches the queue will deliver next
         self._loader_ref = loader_ref  # weak: a blocked producer must not keep the loader alive
-        self.thread = threading.Thread(target=self._run, args=(batches, start, epoch),
+        self.thread = threading.Thread(target=self._run, args=(epoch, start),
                                        name="fastload-producer", daemon=True)
         _LIVE.add(self)
         self.thread.start()
@@ -345,29 +380,52 @@ class _Pipeline:
                 continue
         return False
 
-    def _run(self, batches, start, epoch):
+    def _run(self, epoch, start):
         try:
             ld = self._loader_ref()
-            if ld is None:
-                return
-            ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
+            if ld is not None and ld.device.type == "cuda":
+                # like torch's pin-memory thread: this thread's CUDA work (pinned buffers,
+                # streams, DALI output) goes to the loader's GPU, never a context on cuda:0
+                torch.cuda.set_device(ld.device)
             del ld
-            for k in range(start, len(batches)):
+            while not self.stop.is_set():
                 ld = self._loader_ref()
-                if ld is None or self.stop.is_set():
+                if ld is None:
                     return
-                cur = ahead
-                ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
-                item = ld._make_batch(batches[k], epoch, cur, self.stop)
-                del ld, cur
-                if item is None:  # every sample of the batch was skipped
-                    continue
-                if not self._put(("batch", k, item)):
+                batches = ld._epoch_batches(epoch)
+                ahead = ld._read_ahead(batches[start], epoch) if start < len(batches) else None
+                del ld
+                for k in range(start, len(batches)):
+                    ld = self._loader_ref()
+                    if ld is None or self.stop.is_set():
+                        return
+                    cur = ahead
+                    ahead = ld._read_ahead(batches[k + 1], epoch) if k + 1 < len(batches) else None
+                    item = ld._make_batch(batches[k], epoch, cur, self.stop)
+                    del ld, cur
+                    if not self._put(("batch", epoch, k, item)):
+                        return
+                    del item
+                if not self._put(("end", epoch, None, None)):
                     return
-                del item
-            self._put(("end", None, None))
+                epoch, start = epoch + 1, 0
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            self._put(("error", None, e))
+            self._put(("error", epoch, None, e))
+
+    def get(self, timeout):
+        """Next item; RuntimeError if the thread died without one, TimeoutError after timeout."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                return self.q.get(timeout=0.05)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    try:  # it may have put its last item just before exiting
+                        return self.q.get_nowait()
+                    except queue.Empty:
+                        raise RuntimeError("fastload: the producer thread stopped without a result") from None
+                if timeout and time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"fastload: no batch within timeout={timeout} s") from None
 
     def shutdown(self, join_timeout=5.0):
         self.stop.set()
@@ -382,15 +440,17 @@ class _Pipeline:
 
 
 class _LoaderIter:
-    """Iterator over one epoch. ``close()`` (or dropping it) stops its producer thread."""
+    """Iterator over one epoch. ``close()`` (or dropping it mid-epoch) stops its producer
+    thread; an epoch run to its end hands the producer back to the loader for the next one."""
 
-    def __init__(self, loader: "DataLoader", batches, start, epoch):
+    def __init__(self, loader: "DataLoader", pipe: _Pipeline, n, epoch):
+        self._loader = loader  # like torch: a live iterator keeps its loader alive
         self._loader_ref = weakref.ref(loader)
-        self._n = len(batches)
+        self._n = n
         self._epoch = epoch
         self._timeout = loader.timeout
-        self._pipe = _Pipeline(self._loader_ref, batches, start, epoch, loader.prefetch)
-        self._fin = weakref.finalize(self, self._pipe.shutdown)
+        self._pipe = pipe
+        self._fin = weakref.finalize(self, pipe.shutdown)
         self._done = False
 
     def __iter__(self):
@@ -400,45 +460,50 @@ class _LoaderIter:
         return self._n
 
     def __next__(self):
-        if self._done:
-            raise StopIteration
-        pipe = self._pipe
-        t0 = time.monotonic()
         while True:
+            if self._done:
+                raise StopIteration
             try:
-                kind, k, item = pipe.q.get(timeout=0.05)
-                break
-            except queue.Empty:
-                if not pipe.thread.is_alive():
-                    try:  # it may have put its last item just before exiting
-                        kind, k, item = pipe.q.get_nowait()
-                        break
-                    except queue.Empty:
-                        self.close()
-                        raise RuntimeError("fastload: the producer thread stopped without a result")
-                if self._timeout and time.monotonic() - t0 > self._timeout:
-                    self.close()
-                    raise TimeoutError(f"fastload: no batch within timeout={self._timeout} s")
-        loader = self._loader_ref()
-        if kind == "end":
-            self.close()
-            if loader is not None and loader._active_iter() is self:
-                loader._end_epoch(self._epoch)
-            raise StopIteration
-        if kind == "error":
-            self.close()
-            raise item
-        if loader is not None and loader._active_iter() is self:
-            loader._consumed = k + 1
-        batch, ev = item
-        if ev is not None:  # device copies were issued on the producer's stream
-            import torch
-            cur = torch.cuda.current_stream(batch["image"].device)
-            cur.wait_event(ev)
-            for t in batch.values():
-                if t.is_cuda:
-                    t.record_stream(cur)
-        return batch
+                kind, epoch, k, item = self._pipe.get(self._timeout)
+            except TimeoutError:
+                # the producer is stuck in a read or a kernel: stop it, do not wait for it
+                # (a daemon thread; it exits as soon as its current call returns)
+                self._done = True
+                self._fin.detach()
+                self._pipe.shutdown(join_timeout=0.1)
+                raise
+            except BaseException:
+                self.close()
+                raise
+            loader = self._loader_ref()
+            if kind == "end":
+                self._done = True
+                self._fin.detach()
+                if loader is not None and loader._active_iter() is self:
+                    self._pipe.next_epoch = epoch + 1
+                    loader._end_epoch(self._epoch, self._pipe)
+                else:
+                    self._pipe.shutdown()
+                raise StopIteration
+            if kind == "error":
+                self.close()
+                raise item
+            payload, skips = item
+            if loader is not None:
+                loader._count(payload, skips)
+                if loader._active_iter() is self:
+                    loader._consumed = k + 1
+            if payload is None:  # every sample of this batch was skipped
+                continue
+            batch, ev = payload
+            if ev is not None:  # device copies were issued on the producer's stream
+                import torch
+                cur = torch.cuda.current_stream(batch["image"].device)
+                cur.wait_event(ev)
+                for t in batch.values():
+                    if t.is_cuda:
+                        t.record_stream(cur)
+            return batch
 
     def close(self):
         """Stop the producer thread and free queued batches (idempotent)."""
@@ -550,15 +615,21 @@ class DataLoader:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+            if dev.index is None:  # one process per GPU under torchrun: cuda:LOCAL_RANK
+                dev = torch.device("cuda", self.local_rank if self.world_size > 1
+                                   else torch.cuda.current_device())
+            if dev.index >= torch.cuda.device_count():
+                raise ValueError(f"device {dev} does not exist ({torch.cuda.device_count()} GPUs visible)")
+        elif dev.type != "cpu":
+            raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
         self.device = dev
         if backend is None:
             backend = "dali" if dev.type == "cuda" else "cpu"
         if backend not in ("dali", "cpu"):
             raise ValueError(f"backend must be 'dali' or 'cpu', got {backend!r}")
-        if backend == "cpu" and dev.type == "cuda":
-            pass  # allowed: CPU augmentation, copied to the GPU
         self.backend = backend
         if num_threads is None:
             try:
@@ -571,6 +642,7 @@ class DataLoader:
         self.info = _dataset_info(self.dataset)
         self.targets = resolve_targets(targets, self.info)
         self._builder = _Builder(self.dataset, augment, self.targets, self.info, self.seed)
+        self._builder.pinned = dev.type == "cuda"
         self._backend_obj = None
         self._backend_fin = None
         self._pool = None
@@ -582,6 +654,7 @@ class DataLoader:
         self._consumed = 0       # batches of `epoch` already handed to the loop
         self._resume = 0         # first batch of the next iteration
         self._active = lambda: None  # weakref to the running iterator
+        self._spare: Optional[_Pipeline] = None  # producer already working on the next epoch
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
@@ -619,31 +692,47 @@ class DataLoader:
         self.epoch = int(state["epoch"])
         self._consumed = self._resume = int(state["batches_consumed"])
 
+    def _epoch_batches(self, epoch) -> List[np.ndarray]:
+        return _batches(self._indices(epoch), self.batch_size, self.drop_last)
+
     def __iter__(self) -> _LoaderIter:
         old = self._active()
         if old is not None:
             old.close()
-        batches = _batches(self._indices(self.epoch), self.batch_size, self.drop_last)
-        start = min(self._resume, len(batches))
+        start = min(self._resume, len(self))
         self._resume = 0
         self._consumed = start
-        it = _LoaderIter(self, batches, start, self.epoch)
+        pipe, self._spare = self._spare, None
+        if pipe is not None and not (pipe.next_epoch == self.epoch and start == 0
+                                     and pipe.seed == self.seed and pipe.thread.is_alive()):
+            pipe.shutdown()
+            pipe = None
+        if pipe is None:
+            pipe = _Pipeline(weakref.ref(self), self.epoch, start, self.seed, self.prefetch)
+        it = _LoaderIter(self, pipe, len(self), self.epoch)
         self._active = weakref.ref(it)
         return it
 
     def _active_iter(self):
         return self._active()
 
-    def _end_epoch(self, epoch):
+    def _end_epoch(self, epoch, pipe):
+        """An epoch ran to its end: advance, and keep its producer (already on epoch + 1)."""
         if self.epoch == epoch:
             self.epoch, self._consumed, self._resume = epoch + 1, 0, 0
         self._active = lambda: None
+        if self._spare is not None:
+            self._spare.shutdown()
+        self._spare = pipe
 
     def close(self) -> None:
         """Stop the running iteration and the thread pool (also done on deletion and at exit)."""
         old = self._active()
         if old is not None:
             old.close()
+        if self._spare is not None:
+            self._spare.shutdown()
+            self._spare = None
         if self._pool_fin is not None:
             self._pool_fin()
         if self._backend_fin is not None:
@@ -681,14 +770,24 @@ class DataLoader:
         pool = self._get_pool()
         return [pool.submit(self._builder.read, int(i), epoch) for i in idx]
 
-    def _fail(self, err: SampleError):
+    def _fail(self, err: SampleError, skips: list):
         if self.on_error == "raise":
             raise err
-        self.stats["skipped"] += 1
-        lst = self.stats["skipped_samples"]
-        lst.append({"index": err.index, "id": err.sample_id, "file": err.file_name,
-                    "error": str(err)})
-        del lst[:-100]
+        skips.append({"index": err.index, "id": err.sample_id, "file": err.file_name,
+                      "error": str(err)})
+
+    def _count(self, batch, skips):
+        """Consumer side: stats count what the loop has been handed (not what was prefetched)."""
+        st = self.stats
+        if skips:
+            st["skipped"] += len(skips)
+            st["skipped_samples"].extend(skips)
+            del st["skipped_samples"][:-100]
+        if batch is None:
+            st["skipped_batches"] += 1
+        else:
+            st["batches"] += 1
+            st["samples"] += int(batch[0]["index"].shape[0])
 
     def _run_images_batch(self, backend, recs, params):
         """Batch backend (DALI): images of all samples; on failure, find the bad ones."""
@@ -707,25 +806,18 @@ class DataLoader:
                 raise
             return None, bad
 
-    def _sample_cpu(self, backend, index, rec, params, img_slot, views):
-        """One sample on the pool: image into its slot, then instances and targets."""
-        try:
-            backend.run_one(rec.image_bytes, params, img_slot, rec.file_name)
-        except Exception as e:
-            raise SampleError(index, rec.id, rec.file_name, "decoding / augmenting the image", e) from e
-        return self._builder.instances(index, rec, params, views)
-
     def _make_batch(self, idx: np.ndarray, epoch: int, read_futs, stop: threading.Event):
         b = self._builder
         pool = self._get_pool()
         backend = self._get_backend()
         # 1. records + params (submitted one batch ahead)
+        skips: list = []
         ok_idx, recs, params = [], [], []
         for i, f in zip(idx, read_futs):
             try:
                 rec, p = f.result()
             except SampleError as e:
-                self._fail(e)
+                self._fail(e, skips)
                 continue
             ok_idx.append(int(i))
             recs.append(rec)
@@ -738,8 +830,8 @@ class DataLoader:
             views = [{k: v[j:j + 1] for k, v in fixed.items()} for j in range(n)]
             errs = []
             if backend.per_sample:
-                images = backend.alloc(n)
-                futs = [pool.submit(self._sample_cpu, backend, i, r, p, images[j:j + 1], vw)
+                images = backend.alloc(n, b.pinned)
+                futs = [pool.submit(b.sample_cpu, backend, i, r, p, images[j:j + 1], vw)
                         for j, (i, r, p, vw) in enumerate(zip(ok_idx, recs, params, views))]
             else:
                 futs = [pool.submit(b.instances, i, r, p, vw)
@@ -761,23 +853,24 @@ class DataLoader:
             for j, e in errs:
                 if j not in drop:
                     drop.add(j)
-                    self._fail(e)  # raises under on_error="raise"
+                    self._fail(e, skips)  # raises under on_error="raise"
             keep = [j for j in range(n) if j not in drop]
             ok_idx = [ok_idx[j] for j in keep]
             recs = [recs[j] for j in keep]
             params = [params[j] for j in keep]
         if not recs:
-            self.stats["skipped_batches"] += 1
-            return None
+            return None, skips
         import torch
         # 3. collate
         out: Dict[str, Any] = {}
         out["image"] = _to_torch(images, self.device, self.augment.dtype, torch)
         out["index"] = np.asarray(ok_idx, np.int64)
         out["num_instances"] = np.asarray([s["labels"].shape[0] for s in per], np.int64)
-        var_keys = [k for k in per[0] if k not in fixed]
+        var_keys = list(dict.fromkeys(k for s in per for k in s if k not in fixed))
         for k in var_keys:
-            arrs = [s[k] for s in per]
+            like = next(s[k] for s in per if k in s)
+            arrs = [s[k] if k in s else  # e.g. keypoints absent from some records
+                    np.zeros((s["labels"].shape[0],) + like.shape[1:], like.dtype) for s in per]
             if k not in INSTANCE_KEYS:  # FunctionTarget outputs: same shape every sample
                 shapes = {a.shape for a in arrs}
                 if len(shapes) > 1:
@@ -787,9 +880,7 @@ class DataLoader:
             else:
                 out[k] = _pad_stack_np(arrs, PAD_VALUES.get(k, 0))
         out.update(fixed)
-        self.stats["batches"] += 1
-        self.stats["samples"] += len(recs)
-        return self._to_device(out, torch)
+        return self._to_device(out, torch), skips
 
     def _stream_ctx(self):
         """The producer's CUDA stream (device work of a batch is issued there), or a no-op."""
@@ -812,7 +903,9 @@ class DataLoader:
             for k, v in out.items():
                 t = v if isinstance(v, torch.Tensor) else torch.from_numpy(v)
                 if t.device.type == "cpu":
-                    t = t.pin_memory().to(dev, non_blocking=True)
+                    if not t.is_pinned():  # targets are allocated pinned; small keys are not
+                        t = t.pin_memory()
+                    t = t.to(dev, non_blocking=True)
                 res[k] = t
             ev = torch.cuda.Event()
             ev.record(self._cuda_stream)

@@ -198,6 +198,13 @@ def test_torch_keywords_honoured(blobs):
         DataLoader(blobs, on_error="ignore")
     with pytest.raises(ValueError, match="unknown target"):
         DataLoader(blobs, targets=["centrnet"])
+    with pytest.raises(ValueError, match="backend"):
+        DataLoader(blobs, backend="opencv")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            DataLoader(blobs, device="cuda")
+    with pytest.raises(TypeError, match="packed directory path"):
+        DataLoader(42)
 
 
 # ------------------------------------------------------------------ distributed split (in-process)
@@ -235,7 +242,8 @@ def test_corrupt_image_error_names_sample(blobs):
     assert "sample index 5" in msg and "id 5" in msg and "img_0005.jpg" in msg
     assert e.value.index == 5 and e.value.file_name == "img_0005.jpg"
     assert seen == [0, 1, 2, 3]
-    assert not _producers()
+    it = ld._active()  # still referenced by the traceback, but closed
+    assert ld._spare is None and (it is None or not it._pipe.thread.is_alive())
 
 
 def test_corrupt_record_error_and_skip_policy(blobs):
@@ -259,26 +267,29 @@ def test_target_error_reaches_loop(blobs):
 
 
 def test_break_delete_and_interrupt_leave_no_threads(blobs):
+    gc.collect()
+    before = set(threading.enumerate())
     ld = DataLoader(blobs, batch_size=2, augment=CFG, num_threads=2, prefetch=1)
+    mine = lambda: set(_producers()) - before  # noqa: E731
     for _ in ld:
         break  # producer is blocked on the full queue here
     gc.collect()
     deadline = time.monotonic() + 10
-    while _producers() and time.monotonic() < deadline:
+    while mine() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _producers()
+    assert not mine()
     with pytest.raises(KeyboardInterrupt):
         for _ in ld:
             raise KeyboardInterrupt
     gc.collect()
-    assert not _producers()
+    assert not mine()
     it = iter(ld)
     next(it)
     it.close()
-    assert not _producers()
+    assert not mine()
     del ld, it
     gc.collect()
-    assert not _fastload_threads()
+    assert not set(_fastload_threads()) - before
 
 
 def test_program_end_mid_epoch_exits(tmp_path, blobs):
@@ -360,3 +371,116 @@ def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
         list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
     ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
     assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
+
+
+def test_next_epoch_is_prefetched_and_identical(blobs):
+    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2, prefetch=2)
+    _collect(ld)  # epoch 0; its producer goes on with epoch 1
+    spare = ld._spare
+    assert spare is not None and spare.next_epoch == 1
+    deadline = time.monotonic() + 20
+    while spare.q.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert spare.q.qsize() == 2, spare.q.qsize()  # bounded: prefetch batches wait, no more
+    e1 = _collect(ld)
+    ref = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2)
+    ref.set_epoch(1)
+    for x, y in zip(e1, _collect(ref)):
+        _equal(x, y)
+    spare = ld._spare
+    ld.set_epoch(7)  # not the prefetched epoch: the spare producer is dropped
+    assert torch.cat([b["index"] for b in _collect(ld)]).tolist() == \
+        epoch_indices(10, seed=0, epoch=7, shuffle=True).tolist()
+    assert not spare.thread.is_alive()
+    last = [ld._spare, ref._spare]
+    ld.close()
+    ref.close()
+    assert not any(p.thread.is_alive() for p in last)
+
+
+def test_corrupt_lmdb_record_names_shard(packed, tmp_path):
+    """A garbled record inside a real LMDB shard: the error names the index and the shard file."""
+    import shutil
+
+    import lmdb
+
+    from fastload.store import Dataset, encode_key
+    root = tmp_path / "copy"
+    shutil.copytree(packed.path, root)
+    ds = Dataset(root)
+    shard, pos = ds.locate(7)
+    shard_file = root / ds.manifest["shards"][shard]["file"]
+    env = lmdb.open(str(shard_file), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(encode_key(pos), b"\xc1garbage")
+    env.close()
+    with pytest.raises(SampleError, match="sample index 7") as e:
+        list(DataLoader(ds, batch_size=4, augment=CFG))
+    assert str(shard_file) in str(e.value) and e.value.stage == "reading the record"
+    ld = DataLoader(root, batch_size=4, augment=CFG, on_error="skip")
+    assert sum(len(b["index"]) for b in ld) == len(ds) - 1 and ld.stats["skipped"] == 1
+
+
+from conftest import requires_gpu  # noqa: E402
+
+
+@requires_gpu
+def test_gpu_dali_batches_on_device_match_cpu_path(blobs):
+    """On a GPU: every tensor on cuda, the stream hand-off gives finished data, and the DALI
+    GPU batch agrees with the CPU backend (identical annotations and targets; images within
+    interpolation differences, noise off)."""
+    cfg = AugmentConfig(out_size=(64, 64), noise_sigma=(0.0, 0.0))
+    kw = dict(batch_size=4, shuffle=True, seed=1, augment=cfg, targets=["centernet", "masks"])
+    gpu = _collect(DataLoader(blobs, device="cuda", **kw))
+    cpu = _collect(DataLoader(blobs, device="cpu", backend="cpu", **kw))
+    for g, c in zip(gpu, cpu):
+        assert all(v.is_cuda for v in g.values())
+        for k in g:
+            if k != "image":
+                assert torch.equal(g[k].cpu(), c[k]), k
+        diff = (g["image"].cpu() - c["image"]).abs() * torch.tensor(cfg.std).view(1, 3, 1, 1)
+        assert diff.mean() < 1.0
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # batches are usable on whatever stream the loop runs
+        b = next(iter(DataLoader(blobs, device="cuda", backend="cpu", **kw)))
+        assert torch.isfinite(b["image"]).all()
+
+
+def test_skip_whole_batch_and_stats_count_delivered_only(blobs):
+    for i in (4, 5, 6, 7):
+        corrupt_image(blobs, i)
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, on_error="skip", prefetch=2)
+    assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [8, 9]]
+    assert ld.stats["skipped_batches"] == 1 and ld.stats["skipped"] == 4
+    assert ld.stats["batches"] == 2 and ld.stats["samples"] == 6
+    time.sleep(0.5)  # the producer prefetches epoch 1 meanwhile: not counted until delivered
+    assert ld.stats["skipped"] == 4
+
+
+class _SlowDataset:
+    """Records from a BlobDataset, one of them slow to read (a stalled NAS)."""
+
+    def __init__(self, base, slow_index, seconds):
+        self.base, self.slow, self.seconds = base, slow_index, seconds
+        self.classes, self.keypoint_names, self.flip_pairs = base.classes, base.keypoint_names, base.flip_pairs
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.slow:
+            time.sleep(self.seconds)
+        return self.base[i]
+
+
+def test_timeout_raises_instead_of_waiting(blobs):
+    _collect(DataLoader(blobs, batch_size=4, augment=CFG))  # warm the kernels in this process
+    ld = DataLoader(_SlowDataset(blobs, 5, 3.0), batch_size=4, augment=CFG, timeout=0.5)
+    it = iter(ld)
+    next(it)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="timeout=0.5"):
+        next(it)
+    assert time.monotonic() - t0 < 2.5
+    with pytest.raises(StopIteration):  # the iterator is closed after the error
+        next(it)

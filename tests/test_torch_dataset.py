@@ -1,5 +1,4 @@
 """fastload.TorchDataset inside torch's DataLoader gives the same samples as fastload.DataLoader."""
-import numpy as np
 import pytest
 import torch
 
