@@ -287,3 +287,38 @@ def write_masks(root, scenes: Sequence[Scene], *, palette: bool = False, class_n
         exp = [ExpectedInstance(class_name, []) for v in np.unique(mask) if v]
         out.append(ExpectedImage(f"PNGImages/{name}", data, sc.width, sc.height, exp, mask=mask))
     return Written(root, [class_name], out)
+
+
+# --------------------------------------------------------------------------- checking
+def check_reading(ds, written: Written, atol: float = 0.0, check_problems: bool = True) -> None:
+    """Assert that a reader's :class:`~fastload.formats.base.SourceDataset` matches what a
+    writer wrote: same file names in sorted order, image bytes identical to the source
+    files, same instances in order (class name, ignore flag) and every polygon vertex
+    equal after float32 rounding (``atol`` > 0: within ``atol`` pixels instead), and the
+    number of parse problems per image. Raises AssertionError naming the file."""
+    exp = sorted(written.images, key=lambda e: e.file_name)
+    got_names = [s.file_name for s in ds.samples]
+    assert got_names == sorted(got_names), f"samples not sorted: {got_names}"
+    assert got_names == [e.file_name for e in exp], (got_names, [e.file_name for e in exp])
+    for s, e in zip(ds.samples, exp):
+        data = s.image_bytes if s.image_bytes is not None else Path(s.image_path).read_bytes()
+        assert data == e.image_bytes, f"{s.file_name}: image bytes differ"
+        if check_problems:
+            assert len(s.problems) == e.n_problems, f"{s.file_name}: problems {[str(p) for p in s.problems]}"
+        assert len(s.instances) == len(e.instances), \
+            f"{s.file_name}: {len(s.instances)} instances, expected {len(e.instances)}"
+        for k, (a, b) in enumerate(zip(s.instances, e.instances)):
+            assert a.ignore == b.ignore, f"{s.file_name} instance {k}: ignore {a.ignore} != {b.ignore}"
+            if b.label is not None:
+                assert ds.classes[a.label] == b.label, \
+                    f"{s.file_name} instance {k}: class {ds.classes[a.label]!r} != {b.label!r}"
+            assert len(a.polygons) == len(b.polygons), f"{s.file_name} instance {k}: part count"
+            for pa, pb in zip(a.polygons, b.polygons):
+                pa, pb = np.asarray(pa), np.asarray(pb)
+                assert pa.shape == pb.shape, f"{s.file_name} instance {k}: {pa.shape} != {pb.shape}"
+                if atol:
+                    err = np.abs(pa - pb).max()
+                    assert err <= atol, f"{s.file_name} instance {k}: vertex error {err} > {atol}"
+                else:
+                    np.testing.assert_array_equal(pa.astype(np.float32), pb.astype(np.float32),
+                                                  err_msg=f"{s.file_name} instance {k}")
