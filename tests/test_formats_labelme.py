@@ -113,7 +113,11 @@ def test_fixed_classes_labels_txt_and_ignore_labels(tmp_path, scenes):
     unknown = [p for s in ds.samples for p in s.problems]
     assert unknown and all(p.reason == "unknown_label" and "shape" in p.annotation for p in unknown)
     assert all(ds.classes[i.label] in ("person", "car") for s in ds.samples for i in s.instances)
+    # with a fixed list, an ignore region whose label is a class keeps its id
+    ds = labelme.read(tmp_path, ignore_labels=["person"])
+    assert {i.label for s in ds.samples for i in s.instances if i.ignore} == {0}
     # ignore_labels: those labels become ignore regions and create no class
+    (tmp_path / "labels.txt").unlink()
     ds = labelme.read(tmp_path, ignore_labels=["person"])
     assert "person" not in ds.classes
     n_person = sum(1 for sc in scenes[:3] for i in sc.instances if i.label == 0)
