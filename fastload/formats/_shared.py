@@ -45,6 +45,18 @@ def load_class_list(classes: ClassesArg, what: str = "classes") -> Optional[List
     return names
 
 
+def as_bool(v, what: str) -> bool:
+    """A boolean option that may come from the command line as a string."""
+    if isinstance(v, str):
+        t = v.strip().lower()
+        if t in ("1", "true", "yes", "on"):
+            return True
+        if t in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{what}: expected a boolean, got {v!r}")
+    return bool(v)
+
+
 def read_names_file(path: Path) -> List[str]:
     """One class name per line (``classes.txt``, darknet ``*.names``, labelme ``labels.txt``)."""
     try:

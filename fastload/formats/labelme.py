@@ -123,7 +123,9 @@ def read(src: Union[str, Path], *, classes=None, ignore_labels: Iterable[str] = 
         _read_shapes(d["shapes"], jrel, sample, table, ignore_set)
         samples.append(sample)
     class_names = table.finish()
-    return SourceDataset(format="labelme", classes=class_names, samples=samples, problems=ds_problems)
+    ds = SourceDataset(format="labelme", classes=class_names, samples=samples, problems=ds_problems)
+    ds.root = img_root  # the folder images must stay inside (read by fastload.pack)
+    return ds
 
 
 def _read_image(d: dict, jf: Path, jrel: str, img_root: Path, policy: str) -> Optional[SourceSample]:

@@ -138,11 +138,12 @@ def _load_mask(path: Path) -> np.ndarray:
 
 
 def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float = 0.5,
-         min_area: float = 0.0, images: str = "PNGImages", masks: str = "PedMasks",
+         min_area: float = 0.0, images: Union[str, Path] = "PNGImages",
+         masks: Union[str, Path] = "PedMasks",
          mask_suffix: str = "_mask", holes: str = "bridge") -> SourceDataset:
     """Read a Penn-Fudan style instance-mask dataset and trace every instance.
 
-    ``images`` / ``masks``: folder names under ``src``; the mask of ``images/NAME.ext`` is
+    ``images`` / ``masks``: folders under ``src`` (or paths); the mask of ``images/NAME.ext`` is
     ``masks/NAME{mask_suffix}.png``. ``class_name``: the single class. ``tolerance``,
     ``min_area``, ``holes``: see :func:`mask_to_polygons`. Instances are ordered by mask value.
     Polygons are float64 (N, 2) (x, y) continuous pixel coordinates.
@@ -150,19 +151,25 @@ def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float 
     from PIL import Image, UnidentifiedImageError
 
     src = Path(src)
+    tolerance, min_area = float(tolerance), float(min_area)
     idir, mdir = src / images, src / masks
+    if not idir.is_dir() and Path(images).is_dir():  # a path given from the working directory
+        idir = Path(images)
+    if not mdir.is_dir() and Path(masks).is_dir():
+        mdir = Path(masks)
     if not idir.is_dir() or not mdir.is_dir():
-        raise ValueError(f"masks: {src} must hold the folders {images!r} and {masks!r}")
+        raise ValueError(f"masks: {src} must hold the folders {str(images)!r} and {str(masks)!r}")
+    root = idir.parent
     img_files = sorted(p for p in idir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     samples: List[SourceSample] = []
     used = set()
     for ip in img_files:
-        rel = ip.relative_to(src).as_posix()
+        rel = ip.relative_to(root).as_posix()
         s = SourceSample(file_name=rel, image_path=ip)
         samples.append(s)
         mp = mdir / f"{ip.stem}{mask_suffix}.png"
         used.add(mp.name)
-        mrel = mp.relative_to(src).as_posix()
+        mrel = f"{mdir.name}/{mp.name}"
         if not mp.is_file():
             s.problems.append(Problem(rel, f"no mask file {mrel}", fatal=True, reason="missing_mask"))
             continue
@@ -184,7 +191,9 @@ def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float 
             parts, _ = mask_to_polygons(mask == v, tolerance, min_area, holes)
             if parts:
                 s.instances.append(SourceInstance(label=0, polygons=parts, name=f"mask value {int(v)}"))
-    ds_problems = [Problem(p.relative_to(src).as_posix(), "mask file has no image", fatal=True,
+    ds_problems = [Problem(f"{mdir.name}/{p.name}", "mask file has no image", fatal=True,
                            reason="orphan_mask")
                    for p in sorted(mdir.glob(f"*{mask_suffix}.png")) if p.name not in used]
-    return SourceDataset(format="masks", classes=[class_name], samples=samples, problems=ds_problems)
+    ds = SourceDataset(format="masks", classes=[class_name], samples=samples, problems=ds_problems)
+    ds.root = root  # the folder images must stay inside (read by fastload.pack)
+    return ds

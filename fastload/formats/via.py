@@ -158,7 +158,9 @@ def read(src: Union[str, Path], *, images: Optional[Union[str, Path]] = None,
             _read_region(r, k, fname, sample, table, class_attribute, default_class, jname)
     class_names = table.finish()
     samples = [by_name[n] for n in sorted(by_name)]
-    return SourceDataset(format="via", classes=class_names, samples=samples, problems=ds_problems)
+    ds = SourceDataset(format="via", classes=class_names, samples=samples, problems=ds_problems)
+    ds.root = img_root  # the folder images must stay inside (read by fastload.pack)
+    return ds
 
 
 def _make_sample(fname: str, img_root: Path, jname: str) -> SourceSample:

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from ._shared import IMAGE_SUFFIXES, load_class_list, read_names_file, rect_polygon, yaml_names
+from ._shared import IMAGE_SUFFIXES, as_bool, load_class_list, read_names_file, rect_polygon, yaml_names
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
 
 NAMES_FILES = ("classes.txt", "obj.names", "names", "classes.names", "names.txt")
@@ -77,6 +77,7 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
     from PIL import Image, UnidentifiedImageError
 
     src = Path(src)
+    boxes = as_bool(boxes, "yolo boxes")
     yaml_path = None
     if src.is_file() and src.suffix.lower() in (".yaml", ".yml"):
         yaml_path = src
@@ -196,4 +197,6 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
                                        reason="orphan_label"))
     if names is None:
         names = [f"class_{i}" for i in range(max_id + 1)]
-    return SourceDataset(format="yolo", classes=list(names), samples=samples, problems=ds_problems)
+    ds = SourceDataset(format="yolo", classes=list(names), samples=samples, problems=ds_problems)
+    ds.root = root  # the folder images must stay inside (read by fastload.pack)
+    return ds
