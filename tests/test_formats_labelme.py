@@ -160,3 +160,14 @@ def test_bad_inputs_are_problems(tmp_path):
 def test_not_a_folder(tmp_path):
     with pytest.raises(ValueError, match="neither a folder nor a JSON"):
         labelme.read(tmp_path / "missing")
+
+
+def test_stale_image_path_falls_back_to_the_file_beside_the_json(tmp_path, scenes):
+    w = write_labelme(tmp_path, scenes[:1])
+    j = tmp_path / "img_00000.json"
+    d = json.loads(j.read_text())
+    d["imagePath"] = "C:\\Users\\me\\data\\img_00000.jpg"
+    j.write_text(json.dumps(d))
+    s, = labelme.read(tmp_path).samples
+    assert s.file_name == "img_00000.jpg" and not s.problems
+    assert s.image_path.read_bytes() == w.images[0].image_bytes

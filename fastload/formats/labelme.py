@@ -24,8 +24,10 @@ Policies (see docs/formats.md):
   EXIF orientation), else ``imageData`` decoded from base64 and stored as-is
   (``image_data="fallback"``, the default). ``image_data="always"`` prefers the
   embedded bytes (what labelme itself shows when both exist), ``"never"`` ignores them.
-  An ``imagePath`` that resolves outside the image root gets a fatal Problem
-  ``path_escapes_root`` (``image_path`` is still set to the resolved path).
+  When ``imagePath`` names no file but a file of that base name lies beside the JSON
+  (a stale absolute or Windows path), that file is used. An ``imagePath`` that resolves
+  outside the image root gets a fatal Problem ``path_escapes_root`` (``image_path`` is
+  still set to the resolved path).
 - A file that is not valid JSON or has no ``shapes`` list is a dataset-level fatal
   Problem (``malformed_json`` / ``not_labelme``); that file yields no sample.
 
@@ -139,6 +141,12 @@ def _read_image(d: dict, jf: Path, jrel: str, img_root: Path, policy: str) -> Op
         declared = (h, w)
 
     img_file = Path(os.path.normpath(jf.parent / ipath)) if ipath else None
+    if img_file is not None and not img_file.is_file():
+        # a stale path (absolute, or from another machine: "C:\\data\\x.jpg") with the
+        # image beside the JSON, as labelme users often move folders
+        alt = jf.parent / ipath.rsplit("/", 1)[-1]
+        if alt.is_file():
+            img_file = alt
     rel = rel_inside(img_file, img_root) if img_file is not None else None
     use_data = idata is not None and (policy == "always" or img_file is None or not img_file.is_file())
     if use_data:
