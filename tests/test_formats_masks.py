@@ -120,3 +120,18 @@ def test_rgb_mask_and_bad_inputs(tmp_path):
     assert [(p.file, p.reason) for p in ds.problems] == [("PedMasks/zz_mask.png", "orphan_mask")]
     with pytest.raises(ValueError, match="PNGImages"):
         masks.read(tmp_path / "PNGImages")
+
+
+def test_lazy_tracing_matches_eager(tmp_path):
+    import pickle
+    rng = np.random.default_rng(9)
+    write_masks(tmp_path, [make_scene(rng, 120, 90) for _ in range(2)])
+    lazy = masks.read(tmp_path)
+    assert not any(s._traced for s in lazy.samples)  # read() only lists files
+    s = pickle.loads(pickle.dumps(lazy.samples[0]))  # travels to worker processes untraced
+    eager = masks.read(tmp_path, lazy=False)
+    for a, b in zip([s, lazy.samples[1]], eager.samples):
+        assert len(a.instances) == len(b.instances) > 0 and a.problems == b.problems == []
+        for ia, ib in zip(a.instances, b.instances):
+            for pa, pb in zip(ia.polygons, ib.polygons):
+                np.testing.assert_array_equal(pa, pb)

@@ -32,17 +32,19 @@ Policies (see docs/formats.md):
   image's is a fatal Problem on that sample; a mask without an image is a dataset-level
   fatal Problem ``orphan_mask``.
 
-Tracing decodes the mask PNGs, so this reader costs a few ms per image (the others
-parse JSON / text only).
+Tracing decodes the mask PNGs (a few ms per image), so by default it is lazy: a sample
+traces its mask when its ``instances`` / ``problems`` are first read, which under
+``fastload pack`` happens in the worker processes.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import List, Tuple, Union
 
 import numpy as np
 
-from ._shared import IMAGE_SUFFIXES
+from ._shared import IMAGE_SUFFIXES, as_bool
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
 
 
@@ -137,21 +139,96 @@ def _load_mask(path: Path) -> np.ndarray:
         return np.asarray(im)  # L, P (palette indices), I, I;16, 1
 
 
+class TracedMaskSample(SourceSample):
+    """A :class:`SourceSample` whose mask is decoded and traced on first access of
+    ``instances`` / ``problems`` (thread-safe; each process traces its own copy)."""
+
+    def __init__(self, file_name: str, image_path: Path, mask_path: Path, mask_name: str,
+                 tolerance: float, min_area: float, holes: str):
+        self._lock = threading.Lock()
+        self._traced = False
+        self._opts = (mask_path, mask_name, tolerance, min_area, holes)
+        super().__init__(file_name=file_name, image_path=image_path)
+
+    # dataclass fields shadowed by properties: __init__'s assignments go to the setters
+    def _get_instances(self):
+        self.trace()
+        return self._instances
+
+    def _set_instances(self, v):
+        self._instances = v
+
+    def _get_problems(self):
+        self.trace()
+        return self._problems
+
+    def _set_problems(self, v):
+        self._problems = v
+
+    instances = property(_get_instances, _set_instances)
+    problems = property(_get_problems, _set_problems)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_lock", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
+
+    def trace(self) -> None:
+        """Decode the mask and trace every instance (once)."""
+        if self._traced:
+            return
+        with self._lock:
+            if self._traced:
+                return
+            insts, probs = _trace_file(self.image_path, *self._opts)
+            self._instances, self._problems = insts, probs
+            self._traced = True
+
+
+def _trace_file(ip: Path, mp: Path, mrel: str, tolerance: float, min_area: float, holes: str):
+    from PIL import Image, UnidentifiedImageError
+    insts: List[SourceInstance] = []
+    try:
+        mask = _load_mask(mp)
+        with Image.open(ip) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return insts, [Problem(mrel, f"cannot read the mask or the image header: {e}", fatal=True,
+                               reason="corrupt_mask")]
+    if mask.shape != (h, w):
+        return insts, [Problem(mrel, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}",
+                               fatal=True, reason="mask_size")]
+    for v in np.unique(mask):
+        if v == 0:
+            continue
+        parts, _ = mask_to_polygons(mask == v, tolerance, min_area, holes)
+        if parts:
+            insts.append(SourceInstance(label=0, polygons=parts, name=f"mask value {int(v)}"))
+    return insts, []
+
+
 def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float = 0.5,
          min_area: float = 0.0, images: Union[str, Path] = "PNGImages",
          masks: Union[str, Path] = "PedMasks",
-         mask_suffix: str = "_mask", holes: str = "bridge") -> SourceDataset:
+         mask_suffix: str = "_mask", holes: str = "bridge", lazy: bool = True) -> SourceDataset:
     """Read a Penn-Fudan style instance-mask dataset and trace every instance.
 
     ``images`` / ``masks``: folders under ``src`` (or paths); the mask of ``images/NAME.ext`` is
     ``masks/NAME{mask_suffix}.png``. ``class_name``: the single class. ``tolerance``,
     ``min_area``, ``holes``: see :func:`mask_to_polygons`. Instances are ordered by mask value.
     Polygons are float64 (N, 2) (x, y) continuous pixel coordinates.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+    ``lazy`` (default): a sample decodes and traces its mask the first time its
+    ``instances`` or ``problems`` are read, i.e. in pack's worker processes, in parallel;
+    ``read()`` itself only lists files. ``lazy=False`` traces everything here.
+    """
     src = Path(src)
     tolerance, min_area = float(tolerance), float(min_area)
+    lazy = as_bool(lazy, "masks lazy")
     idir, mdir = src / images, src / masks
     if not idir.is_dir() and Path(images).is_dir():  # a path given from the working directory
         idir = Path(images)
@@ -165,32 +242,17 @@ def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float 
     used = set()
     for ip in img_files:
         rel = ip.relative_to(root).as_posix()
-        s = SourceSample(file_name=rel, image_path=ip)
-        samples.append(s)
         mp = mdir / f"{ip.stem}{mask_suffix}.png"
         used.add(mp.name)
         mrel = f"{mdir.name}/{mp.name}"
         if not mp.is_file():
+            s = SourceSample(file_name=rel, image_path=ip)
             s.problems.append(Problem(rel, f"no mask file {mrel}", fatal=True, reason="missing_mask"))
-            continue
-        try:
-            mask = _load_mask(mp)
-            with Image.open(ip) as im:
-                w, h = im.size
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            s.problems.append(Problem(mrel, f"cannot read the mask or the image header: {e}", fatal=True,
-                                      reason="corrupt_mask"))
-            continue
-        if mask.shape != (h, w):
-            s.problems.append(Problem(mrel, f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}",
-                                      fatal=True, reason="mask_size"))
-            continue
-        for v in np.unique(mask):
-            if v == 0:
-                continue
-            parts, _ = mask_to_polygons(mask == v, tolerance, min_area, holes)
-            if parts:
-                s.instances.append(SourceInstance(label=0, polygons=parts, name=f"mask value {int(v)}"))
+        else:
+            s = TracedMaskSample(rel, ip, mp, mrel, tolerance, min_area, holes)
+            if not lazy:
+                s.trace()
+        samples.append(s)
     ds_problems = [Problem(f"{mdir.name}/{p.name}", "mask file has no image", fatal=True,
                            reason="orphan_mask")
                    for p in sorted(mdir.glob(f"*{mask_suffix}.png")) if p.name not in used]
