@@ -192,7 +192,7 @@ def _read_region(r, k: int, fname: str, sample: SourceSample, table: LabelTable,
                                        where, reason="ambiguous_label"))
         return
     shape = sa.get("name")
-    where = f"{where} ({shape}, class {name!r})"
+    where = f"{where} ({shape}, " + (f"class {name!r})" if name is not None else "no class)")
     try:
         if shape == "polygon":
             pts = as_points(sa["all_points_x"], sa["all_points_y"])
