@@ -135,6 +135,7 @@ def test_bad_inputs_are_problems(tmp_path):
                       {"label": "a", "points": [[0, 0], [9, 0], [9, 9]], "shape_type": "linestrip"},
                       {"label": "_background_", "points": [[0, 0], [9, 0], [9, 9]]},
                       "not a shape",
+                      {"label": None, "points": [[0, 0], [9, 0], [9, 9]]},
                       {"label": "a", "points": [[0, 0], [9, 0], [9, 9]]}],
            "imagePath": "..\\..\\outside.jpg"}
     (tmp_path / "sub" / "bad.json").write_text(json.dumps(doc))
@@ -151,6 +152,7 @@ def test_bad_inputs_are_problems(tmp_path):
     assert ("unsupported_shape", "shape 2 (label 'a')") in reasons
     assert ("background_shape", "shape 3 (label '_background_')") in reasons
     assert ("malformed_shape", "shape 4") in reasons
+    assert ("missing_label", "shape 5 (label '')") in reasons
     esc = [p for p in s.problems if p.reason == "path_escapes_root"]
     assert esc and esc[0].fatal and esc[0].file == "sub/bad.json"
     assert s.image_path is not None and s.image_path.name == "outside.jpg"  # backslashes normalized

@@ -179,9 +179,13 @@ def _read_shapes(shapes: list, jrel: str, sample: SourceSample, table: LabelTabl
         if not isinstance(sh, dict):
             sample.problems.append(Problem(jrel, "shape is not an object", f"shape {k}", reason="malformed_shape"))
             continue
-        label = str(sh.get("label", ""))
+        raw = sh.get("label")
+        label = str(raw).strip() if raw is not None else ""
         where = f"shape {k} (label {label!r})"
         stype = sh.get("shape_type") or "polygon"
+        if not label:
+            sample.problems.append(Problem(jrel, "shape has no label", where, reason="missing_label"))
+            continue
         if label == BACKGROUND_LABEL:
             sample.problems.append(Problem(jrel, "_background_ shape skipped", where, reason="background_shape"))
             continue
