@@ -53,6 +53,7 @@ from numba import njit
 from fastload.augment.config import AugmentConfig
 from fastload.augment.decode import decode_image
 from fastload.targets.raster import fill_polygon
+from fastload.augment.params import hue_matrix  # DALI fn.hue as a 3x3 RGB matrix (one definition)
 
 __all__ = ["CpuAugmenter", "augment_image", "augment_image_reference", "hue_matrix",
            "noise_normals", "output_dtype", "RGB2YIQ", "YIQ2RGB"]
@@ -80,14 +81,6 @@ def output_dtype(cfg_dtype: str) -> np.dtype:
     """NumPy dtype the CPU backend writes for ``cfg.dtype`` (bfloat16 -> float32, see module doc)."""
     return {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
             "bfloat16": np.dtype(np.float32), "uint8": np.dtype(np.uint8)}[cfg_dtype]
-
-
-def hue_matrix(hue_deg: float) -> np.ndarray:
-    """float64 (3, 3) RGB -> RGB matrix of DALI's ``fn.hue(hue=hue_deg)``."""
-    h = math.radians(float(hue_deg))
-    c, s = math.cos(h), math.sin(h)
-    rot = np.array([[1, 0, 0], [0, c, s], [0, -s, c]], np.float64)
-    return YIQ2RGB @ rot @ RGB2YIQ
 
 
 # ------------------------------------------------------------------ noise generator

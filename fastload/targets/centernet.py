@@ -147,6 +147,29 @@ def draw_gaussian(hm2d, cx, cy, radius, gbuf):
 
 
 @njit(nogil=True, cache=True)
+def box_center_radius(boxes, k, xmax, ymax, corrected):
+    """Box ``k`` clipped to [0, xmax] x [0, ymax] -> (w, h, center x, center y, radius).
+
+    float32 arithmetic as the original CenterNet code; radius = int(gaussian_radius of the
+    ceil'd height and width, min_overlap 0.7), or -1 when the clipped box has no area.
+    Shared by the CenterNet and keypoint kernels.
+    """
+    zero = np.float32(0.0)
+    x1 = min(max(boxes[k, 0], zero), xmax)
+    y1 = min(max(boxes[k, 1], zero), ymax)
+    x2 = min(max(boxes[k, 2], zero), xmax)
+    y2 = min(max(boxes[k, 3], zero), ymax)
+    h = np.float32(np.float64(y2) - np.float64(y1))
+    w = np.float32(np.float64(x2) - np.float64(x1))
+    if not (h > 0 and w > 0):
+        return w, h, zero, zero, -1
+    radius = max(0, int(_radius_nb(math.ceil(h), math.ceil(w), 0.7, corrected)))
+    ctx = np.float32((np.float64(x1) + np.float64(x2)) * 0.5)
+    cty = np.float32((np.float64(y1) + np.float64(y2)) * 0.5)
+    return w, h, ctx, cty, radius
+
+
+@njit(nogil=True, cache=True)
 def _centernet_one(hm, wh, reg, ind, reg_mask, boxes, labels, k0, k1,
                    corrected, continuous, gbuf):
     """One image: hm (C,H,W), wh/reg (M,2), ind (M,), reg_mask (M,); objects k0..k1-1."""
@@ -163,21 +186,11 @@ def _centernet_one(hm, wh, reg, ind, reg_mask, boxes, labels, k0, k1,
     else:
         xmax = np.float32(W - 1)
         ymax = np.float32(H - 1)
-    zero = np.float32(0.0)
     n = min(k1 - k0, M)
     for k in range(n):
-        x1 = min(max(boxes[k0 + k, 0], zero), xmax)
-        y1 = min(max(boxes[k0 + k, 1], zero), ymax)
-        x2 = min(max(boxes[k0 + k, 2], zero), xmax)
-        y2 = min(max(boxes[k0 + k, 3], zero), ymax)
-        h = np.float32(np.float64(y2) - np.float64(y1))
-        w = np.float32(np.float64(x2) - np.float64(x1))
-        if not (h > 0 and w > 0):
+        w, h, ctx, cty, radius = box_center_radius(boxes, k0 + k, xmax, ymax, corrected)
+        if radius < 0:
             continue
-        r = _radius_nb(math.ceil(h), math.ceil(w), 0.7, corrected)
-        radius = max(0, int(r))
-        ctx = np.float32((np.float64(x1) + np.float64(x2)) * 0.5)
-        cty = np.float32((np.float64(y1) + np.float64(y2)) * 0.5)
         ix = int(ctx)
         iy = int(cty)
         if ix > W - 1:

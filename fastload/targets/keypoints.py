@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from ._common import check_boxes, check_size, scratch
-from .centernet import RADIUS_MODES, _modes, _radius_nb, draw_gaussian
+from .centernet import RADIUS_MODES, _modes, box_center_radius, draw_gaussian
 
 
 @njit(nogil=True, cache=True)
@@ -55,20 +55,11 @@ def _kp_one(hp_hm, hp_offset, hp_ind, hp_mask, kps, kps_mask, boxes, keypoints, 
     else:
         xmax = np.float32(W - 1)
         ymax = np.float32(H - 1)
-    zero = np.float32(0.0)
     n = min(k1 - k0, M)
     for k in range(n):
-        x1 = min(max(boxes[k0 + k, 0], zero), xmax)
-        y1 = min(max(boxes[k0 + k, 1], zero), ymax)
-        x2 = min(max(boxes[k0 + k, 2], zero), xmax)
-        y2 = min(max(boxes[k0 + k, 3], zero), ymax)
-        h = np.float32(np.float64(y2) - np.float64(y1))
-        w = np.float32(np.float64(x2) - np.float64(x1))
-        if not (h > 0 and w > 0):
+        w, h, ctx, cty, radius = box_center_radius(boxes, k0 + k, xmax, ymax, corrected)
+        if radius < 0:
             continue
-        radius = max(0, int(_radius_nb(math.ceil(h), math.ceil(w), 0.7, corrected)))
-        ctx = np.float32((np.float64(x1) + np.float64(x2)) * 0.5)
-        cty = np.float32((np.float64(y1) + np.float64(y2)) * 0.5)
         cix = min(int(ctx), W - 1)
         ciy = min(int(cty), H - 1)
         for j in range(J):
