@@ -75,3 +75,20 @@ def test_pack_roundtrip(tmp_path, scenes, case):
                     a.bbox, [*np.concatenate(a.polygons).min(0), *np.concatenate(a.polygons).max(0)])
     finally:
         ds.close()
+
+
+def test_reader_options_reach_the_reader_and_unknown_ones_are_refused(tmp_path):
+    """`fastload pack -o KEY=VALUE` passes reader options through; a wrong key is refused."""
+    from fastload.cli import main
+    from fastload.store import Dataset
+    from tools.synth_formats import write_dataset
+
+    src = tmp_path / "masks"
+    write_dataset(src, "masks", n_images=2, seed=3, width=96, height=80)
+    out = tmp_path / "out"
+    assert main(["pack", str(src), str(out), "-f", "masks", "-q", "-o", "class_name=pedestrian"]) == 0
+    assert Dataset(out).classes == ["pedestrian"]
+    bad = tmp_path / "bad"
+    assert main(["pack", str(src), str(bad), "-f", "masks", "-q", "-o", "no_such_option=1"]) == 2
+    assert not bad.exists()
+    assert main(["pack", str(src), str(bad), "-f", "masks", "-q", "-o", "novalue"]) == 2
