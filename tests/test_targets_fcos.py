@@ -8,14 +8,11 @@ from fastload.targets import (alloc_fcos, fcos, fcos_batch_into, fcos_into, fcos
 from fastload.targets.reference import fcos_reference
 
 
+from tests._compare import assert_same as _assert_same
+
+
 def assert_same(a, b):
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        if a[k].dtype.kind in "iub":
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-        else:
-            np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6 * max(1, np.abs(b[k]).max()), err_msg=k)
+    _assert_same(a, b, relative=True)
 
 
 def random_boxes(rng, K, H, W):

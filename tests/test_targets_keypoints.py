@@ -6,14 +6,7 @@ from fastload.targets import (alloc_keypoints, gaussian_radius, keypoint_targets
 from fastload.targets.reference import keypoints_reference
 
 
-def assert_same(a, b):
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        if a[k].dtype.kind in "iub":
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-        else:
-            np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
+from tests._compare import assert_same
 
 
 def random_case(rng, K, J, H, W):

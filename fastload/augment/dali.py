@@ -261,15 +261,7 @@ class DaliAugmenter:
                 raise RuntimeError("run() while submitted batches are pending; fetch() them first")
             enc = self._feed(encoded, params, sizes)
             self.pipe.schedule_run()
-            try:
-                out, shapes = self._outputs()
-            except RuntimeError as e:
-                self._diagnose(enc, names, e)
-            try:
-                self._check_sizes(shapes, sizes, names)
-                return self._to_torch(out)
-            finally:
-                self.pipe.release_outputs()
+            return self._collect(enc, names, sizes)
 
     def submit(self, encoded: Sequence, params: Sequence[SampleParams], names=None,
                sizes=None) -> None:
@@ -288,15 +280,20 @@ class DaliAugmenter:
             if not self._pending:
                 raise RuntimeError("fetch() with nothing submitted")
             enc, names, sizes = self._pending.popleft()
-            try:
-                out, shapes = self._outputs()
-            except RuntimeError as e:
-                self._diagnose(enc, names, e)
-            try:
-                self._check_sizes(shapes, sizes, names)
-                return self._to_torch(out)
-            finally:
-                self.pipe.release_outputs()
+            return self._collect(enc, names, sizes)
+
+    def _collect(self, enc, names, sizes):
+        """Outputs of the oldest scheduled batch as torch; a DALI error is re-raised naming
+        the bad sample, a size mismatch as ValueError. Caller holds ``self._lock``."""
+        try:
+            out, shapes = self._outputs()
+        except RuntimeError as e:
+            self._diagnose(enc, names, e)
+        try:
+            self._check_sizes(shapes, sizes, names)
+            return self._to_torch(out)
+        finally:
+            self.pipe.release_outputs()
 
     def close(self):
         self.pipe = None

@@ -41,8 +41,9 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return v
 
 
-def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
-    """(K, 4) finite x1,y1,x2,y2 with x2 >= x1 and y2 >= y1 -> float32 C-contiguous."""
+def boxes_array(boxes, name: str = "boxes") -> np.ndarray:
+    """Shape and dtype check only: (K, 4) numeric -> float32 C-contiguous (values unchecked).
+    An empty input of any shape gives (0, 4)."""
     b = np.asarray(boxes)
     if b.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be a numeric array, got dtype {b.dtype}")
@@ -50,7 +51,12 @@ def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
         if b.size == 0:
             return np.zeros((0, 4), np.float32)
         raise ValueError(f"{name} must have shape (K, 4) x1,y1,x2,y2, got {b.shape}")
-    b = np.ascontiguousarray(b, np.float32)
+    return np.ascontiguousarray(b, np.float32)
+
+
+def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
+    """(K, 4) finite x1,y1,x2,y2 with x2 >= x1 and y2 >= y1 -> float32 C-contiguous."""
+    b = boxes_array(boxes, name)
     if b.shape[0]:
         k, why = _bad_box(b)
         if k >= 0:

@@ -19,6 +19,27 @@ CENTER_MODES = ("box", "centroid")
 
 
 @njit(nogil=True, cache=True)
+def _vertex_box(points, v0, v1):
+    """Tight (x1, y1, x2, y2) of vertices ``points[v0:v1]`` (v1 > v0)."""
+    x1 = points[v0, 0]
+    y1 = points[v0, 1]
+    x2 = x1
+    y2 = y1
+    for v in range(v0 + 1, v1):
+        x = points[v, 0]
+        y = points[v, 1]
+        if x < x1:
+            x1 = x
+        if x > x2:
+            x2 = x
+        if y < y1:
+            y1 = y
+        if y > y2:
+            y2 = y
+    return x1, y1, x2, y2
+
+
+@njit(nogil=True, cache=True)
 def _boxes_kernel(points, part_offsets, inst_parts, out):
     n = inst_parts.shape[0] - 1
     for k in range(n):
@@ -30,21 +51,7 @@ def _boxes_kernel(points, part_offsets, inst_parts, out):
             out[k, 2] = 0.0
             out[k, 3] = 0.0
             continue
-        x1 = points[v0, 0]
-        y1 = points[v0, 1]
-        x2 = x1
-        y2 = y1
-        for v in range(v0 + 1, v1):
-            x = points[v, 0]
-            y = points[v, 1]
-            if x < x1:
-                x1 = x
-            if x > x2:
-                x2 = x
-            if y < y1:
-                y1 = y
-            if y > y2:
-                y2 = y
+        x1, y1, x2, y2 = _vertex_box(points, v0, v1)
         out[k, 0] = x1
         out[k, 1] = y1
         out[k, 2] = x2
@@ -61,15 +68,7 @@ def _centers_kernel(points, part_offsets, inst_parts, centroid, out):
             out[k, 0] = 0.0
             out[k, 1] = 0.0
             continue
-        x1 = points[v0, 0]
-        y1 = points[v0, 1]
-        x2 = x1
-        y2 = y1
-        for v in range(v0 + 1, v1):
-            x1 = min(x1, points[v, 0])
-            x2 = max(x2, points[v, 0])
-            y1 = min(y1, points[v, 1])
-            y2 = max(y2, points[v, 1])
+        x1, y1, x2, y2 = _vertex_box(points, v0, v1)
         # box center, float32 like the boxes
         bx = np.float32((np.float64(x1) + np.float64(x2)) * 0.5)
         by = np.float32((np.float64(y1) + np.float64(y2)) * 0.5)

@@ -56,7 +56,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._common import check_boxes, check_labels, check_size, scratch
+from ._common import boxes_array, check_boxes, check_labels, check_size, scratch
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -245,14 +245,7 @@ def _fast_boxes(boxes):
     if type(boxes) is np.ndarray and boxes.dtype == np.float32 and boxes.ndim == 2 \
             and boxes.shape[1] == 4 and boxes.flags.c_contiguous:
         return boxes
-    b = np.asarray(boxes)
-    if b.dtype.kind not in "fiu":
-        raise ValueError(f"boxes must be a numeric array, got dtype {b.dtype}")
-    if b.ndim != 2 or b.shape[1] != 4:
-        if b.size == 0:
-            return np.zeros((0, 4), np.float32)
-        raise ValueError(f"boxes must have shape (K, 4) x1,y1,x2,y2, got {b.shape}")
-    return np.ascontiguousarray(b, np.float32)
+    return boxes_array(boxes)
 
 
 def _fast_labels(labels, n):
