@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as e:  # fastload's errors are ValueErrors naming the file/sample
+        print(f"fastload {args.command}: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `fastload info X | head`
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

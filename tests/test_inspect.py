@@ -97,3 +97,15 @@ def test_cli_writes_png(packed_scenes, tmp_path):
                  "--out", str(out)]) == 0
     im = Image.open(out)
     assert im.size == (2 * 2 * 64, 64 + TITLE_H)
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
+    from fastload.cli import main
+
+    assert main(["inspect", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "fastload inspect:" in err and "nope" in err and "Traceback" not in err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hflip_prob": 3}')
+    assert main(["inspect", str(tmp_path), "--augment", str(bad)]) == 2
+    assert "hflip_prob must be in [0, 1]" in capsys.readouterr().err
