@@ -174,6 +174,7 @@ def test_demo_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "packed 3 images" in text and "records      3 in 1 shard(s)" in text
     assert len(Dataset(tmp_path / "packed")) == 3
+    assert "epoch 0: 3 images" in text and "epoch 1: 3 images" in text
 
 
 def test_reader_registry_errors():
