@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from _data import blob_dataset
+from tests.helpers.data import blob_dataset
 from fastload.augment.config import AugmentConfig
 from fastload.loader import INSTANCE_KEYS, DataLoader, SampleError, TorchDataset, collate
 
@@ -61,7 +61,7 @@ def test_worker_processes_and_errors(ds):
     assert got == [[0, 1], [2, 3], [4, 5]]
     with pytest.raises(IndexError):
         tds[6]
-    from _data import corrupt_image
+    from tests.helpers.data import corrupt_image
     bad = blob_dataset(3)
     corrupt_image(bad, 1)
     with pytest.raises(SampleError, match="img_0001.jpg"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import requires_gpu
+from tests.helpers.env import requires_gpu
 from fastload.augment.config import AugmentConfig
 from fastload.augment.dali import DaliAugmenter
 from fastload.augment.geometry import transform_instances

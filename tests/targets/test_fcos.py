@@ -8,7 +8,7 @@ from fastload.targets import (alloc_fcos, fcos, fcos_batch_into, fcos_into, fcos
 from fastload.targets.reference import fcos_reference
 
 
-from tests._compare import assert_same as _assert_same
+from tests.helpers.compare import assert_same as _assert_same
 
 
 def assert_same(a, b):

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import COCO_SAMPLE
+from tests.helpers.env import COCO_SAMPLE
 from fastload.formats.coco import (flip_pairs_from_names, mask_to_polygons, rle_counts_to_string,
                                    rle_decode, rle_encode, rle_string_to_counts)
 from fastload.pack import pack
@@ -13,11 +13,7 @@ from fastload.targets.raster import fill_polygon
 from tools.synth import FLIP_PAIRS, KEYPOINT_NAMES
 from tools.synth_formats import coco_image_id, write_dataset
 
-# conftest's COCO_SAMPLE is <repo>/../shared/data/coco-sample: right in /work/main, not in a
-# worktree under /work/wt; accept the shared folder two levels up as well.
-_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = next((p for p in (COCO_SAMPLE, _ROOT.parents[1] / "shared" / "data" / "coco-sample")
-               if p.exists()), COCO_SAMPLE)
+SAMPLE = COCO_SAMPLE
 requires_sample = pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} absent")
 
 

@@ -6,7 +6,7 @@ from fastload.targets import (alloc_keypoints, gaussian_radius, keypoint_targets
 from fastload.targets.reference import keypoints_reference
 
 
-from tests._compare import assert_same
+from tests.helpers.compare import assert_same
 
 
 def random_case(rng, K, J, H, W):

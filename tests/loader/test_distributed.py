@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from _data import packed_dataset
+from tests.helpers.data import packed_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import json, os, sys
-sys.path[:0] = [{root!r}, {tests!r}]
+sys.path[:0] = [{root!r}]
 import torch.distributed as dist
 dist.init_process_group("gloo")
 from fastload import AugmentConfig, DataLoader
@@ -40,7 +40,7 @@ def test_torchrun_two_ranks_disjoint_full_coverage(tmp_path):
     n = 9  # odd: one padded sample
     data = packed_dataset(tmp_path / "d", n=n, width=64, height=48, keypoints=False)
     script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"),
+    script.write_text(textwrap.dedent(SCRIPT.format(root=str(ROOT),
                                                     data=str(data), outdir=str(tmp_path))))
     r = subprocess.run(["torchrun", "--nproc_per_node=2", "--standalone", str(script)],
                        capture_output=True, text=True, timeout=240, cwd=tmp_path)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import COCO_SAMPLE
+from tests.helpers.env import COCO_SAMPLE
 
 from fastload.augment.config import AugmentConfig
 from fastload.record import FLAG_IGNORE, Record

@@ -3,7 +3,7 @@ import gc
 
 import pytest
 
-from _data import blob_dataset
+from tests.helpers.data import blob_dataset
 from fastload.augment.config import AugmentConfig
 from fastload.loader import DataLoader
 

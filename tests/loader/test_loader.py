@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from _data import blob_dataset, corrupt_image, corrupt_record, packed_dataset
+from tests.helpers.data import blob_dataset, corrupt_image, corrupt_record, packed_dataset
 from fastload.augment.config import AugmentConfig
 from fastload.loader import DataLoader, SampleError, collate, epoch_indices
 from fastload.targets.specs import CenterNetTarget, FunctionTarget
@@ -295,10 +295,10 @@ def test_break_delete_and_interrupt_leave_no_threads(blobs):
 def test_program_end_mid_epoch_exits(tmp_path, blobs):
     """Leaving a loader mid-epoch at interpreter exit: the process ends promptly, rc 0."""
     import pathlib
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     script = textwrap.dedent(f"""
-        import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]
-        from _data import blob_dataset
+        import sys; sys.path[:0] = [{str(root)!r}]
+        from tests.helpers.data import blob_dataset
         from fastload import DataLoader, AugmentConfig
         ld = DataLoader(blob_dataset(6), batch_size=2, augment=AugmentConfig(out_size=(64, 64)), prefetch=1)
         it = iter(ld)
@@ -421,7 +421,7 @@ def test_corrupt_lmdb_record_names_shard(packed, tmp_path):
     assert sum(len(b["index"]) for b in ld) == len(ds) - 1 and ld.stats["skipped"] == 1
 
 
-from conftest import requires_gpu  # noqa: E402
+from tests.helpers.env import requires_gpu  # noqa: E402
 
 
 @requires_gpu

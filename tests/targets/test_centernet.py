@@ -8,7 +8,7 @@ from fastload.targets.reference import centernet_numpy, centernet_python, gaussi
 KEYS = ("hm", "wh", "reg", "ind", "reg_mask")
 
 
-from tests._compare import assert_same
+from tests.helpers.compare import assert_same
 
 
 def random_boxes(rng, K, H, W):

@@ -16,7 +16,7 @@ from fastload.pack import PackError, pack
 from fastload.store import Dataset, StoreError
 from tools.synth import encode_jpeg, make_scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 W, H = 120, 90
 
 

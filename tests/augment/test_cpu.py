@@ -387,7 +387,7 @@ def _fused_run(cfg, device, encs, params, batch_size=8):
         return aug.run_torch(encs, params)
 
 
-ISSUE4_CHECKS = [
+BACKEND_CHECKS = [
     ("test_flip_convention_exact", dict(hflip=True, vflip=False)),
     ("test_flip_convention_exact", dict(hflip=False, vflip=True)),
     ("test_flip_convention_exact", dict(hflip=True, vflip=True)),
@@ -401,11 +401,11 @@ ISSUE4_CHECKS = [
 ]
 
 
-@pytest.mark.parametrize("name,kw", ISSUE4_CHECKS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ISSUE4_CHECKS)])
+@pytest.mark.parametrize("name,kw", BACKEND_CHECKS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BACKEND_CHECKS)])
 def test_augment_issue_checks_on_fused_backend(name, kw, monkeypatch):
-    """The augmentation issue's backend-parametrized tests (tests/test_dali_pipeline.py),
+    """The DALI pipeline's backend-parametrized tests (tests/augment/test_dali.py),
     unchanged, with their ``run`` pointed at this backend instead of DALI."""
-    dt = pytest.importorskip("test_dali_pipeline")
+    from tests.augment import test_dali as dt
     monkeypatch.setattr(dt, "run", _fused_run)
     getattr(dt, name)(device="fused", **kw)
 

@@ -3,7 +3,7 @@ import pytest
 
 from fastload.targets import instance_masks, semantic_mask
 from fastload.targets.reference import instance_masks_reference, semantic_mask_reference
-from _polys import random_instances
+from tests.helpers.polys import random_instances
 
 
 @pytest.mark.parametrize("stride", [1.0, 4.0, 2.5])

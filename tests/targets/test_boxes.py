@@ -3,7 +3,7 @@ import pytest
 
 from fastload.targets import boxes_from_polygons, instance_centers
 from fastload.targets.reference import boxes_reference, centers_reference
-from _polys import random_instances
+from tests.helpers.polys import random_instances
 
 
 def test_matches_reference():
