@@ -19,7 +19,7 @@ from PIL import Image
 from fastload.augment.config import AugmentConfig
 from fastload.augment.cpu import CpuAugmenter, augment_image, hue_matrix, output_dtype
 from fastload.augment.params import sample_params, shadow_mask
-from tools.synth import encode_jpeg, make_scene
+from fastload.synth.scenes import encode_jpeg, make_scene
 
 CFG = AugmentConfig(out_size=(512, 512), hflip_prob=0.5, rotate_deg=(-15.0, 15.0),
                     scale=(0.8, 1.2), translate=(-0.1, 0.1), hue_deg=(10.0, 18.0),

@@ -16,7 +16,7 @@ from fastload.augment.config import AugmentConfig
 from fastload.augment.dali import DaliAugmenter
 from fastload.augment.params import sample_params
 from tests.conftest import requires_gpu
-from tools.synth import encode_jpeg, make_scene
+from fastload.synth.scenes import encode_jpeg, make_scene
 
 BATCH = 8
 CFG = AugmentConfig(out_size=(512, 512), shadow_prob=0.5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastload.augment.decode import DECODERS, decode_image
-from tools.synth import encode_jpeg, encode_png, make_scene
+from fastload.synth.scenes import encode_jpeg, encode_png, make_scene
 
 _IMG = make_scene(np.random.default_rng(0), width=640, height=480).image
 JPEG = encode_jpeg(_IMG, quality=90)

@@ -10,7 +10,7 @@ from fastload.augment.config import AugmentConfig
 from fastload.augment.geometry import transform_instances, transform_instances_reference
 from fastload.augment.params import sample_params
 from fastload.record import Instance, Record
-from tools.synth import FLIP_PAIRS, make_scene
+from fastload.synth.scenes import FLIP_PAIRS, make_scene
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,8 @@ THREADS = max(1, min(8, len(os.sched_getaffinity(0))))
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    from fastload.pack import pack
-    from tools.synth_formats import write_dataset
+    from fastload.packing import pack
+    from fastload.synth.datasets import write_dataset
     root = tmp_path_factory.mktemp("bench_loader")
     write_dataset(root / "src", "coco", n_images=N_IMAGES, seed=0, width=640, height=480)
     pack(root / "src", root / "packed", "coco", workers=1, progress=False)

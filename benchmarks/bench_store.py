@@ -18,9 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastload.pack import pack  # noqa: E402
+from fastload.packing import pack  # noqa: E402
 from fastload.store import Dataset  # noqa: E402
-from tools.synth_formats import write_dataset  # noqa: E402
+from fastload.synth.datasets import write_dataset  # noqa: E402
 
 N_IMAGES = 300
 N_READS = 2000

@@ -21,7 +21,7 @@ from fastload.targets import (alloc_centernet, alloc_fcos, boxes_from_polygons, 
                               fcos_into, instance_masks, semantic_mask)
 from fastload.targets.reference import (centernet_numpy, centernet_python, fcos_reference,  # noqa: E402
                                         instance_masks_reference, semantic_mask_reference)
-from tools.synth import random_polygon  # noqa: E402
+from fastload.synth.scenes import random_polygon  # noqa: E402
 
 IN_SIZE = 512
 STRIDE = 4

@@ -6,13 +6,13 @@ Benchmark files are named ``bench_*.py`` (functions ``test_*``) so that the unit
 command line is collected by pytest itself. See docs/bench.md.
 
 Fixtures (session-scoped, built once):
-- ``bench_scene``: a synthetic 640x480 scene (``tools.synth.make_scene``, seed 0);
+- ``bench_scene``: a synthetic 640x480 scene (``fastload.synth.scenes.make_scene``, seed 0);
   ``bench_image``: its HWC uint8 RGB image; ``bench_jpeg``: that image as JPEG bytes (q 90).
 - ``bench_cfg``: the AugmentConfig the benchmarks share (512x512 output, all augmentations
   of DESIGN.md on: flip, rotation, scale, translation, hue, noise, shadow).
 - ``bench_coco``: a synthetic COCO dataset (64 images 640x480) in a session tmpdir:
   folder with ``annotations/instances.json`` and ``images/``.
-- ``bench_packed``: that dataset packed by ``fastload.pack.pack`` (LMDB shards + manifest).
+- ``bench_packed``: that dataset packed by ``fastload.packing.pack`` (LMDB shards + manifest).
 """
 import sys
 from pathlib import Path
@@ -36,7 +36,7 @@ def pytest_collect_file(file_path, parent):
 
 @pytest.fixture(scope="session")
 def bench_scene():
-    from tools.synth import make_scene
+    from fastload.synth.scenes import make_scene
     return make_scene(np.random.default_rng(0), width=640, height=480)
 
 
@@ -47,7 +47,7 @@ def bench_image(bench_scene):
 
 @pytest.fixture(scope="session")
 def bench_jpeg(bench_image):
-    from tools.synth import encode_jpeg
+    from fastload.synth.scenes import encode_jpeg
     return encode_jpeg(bench_image, quality=90)
 
 
@@ -60,14 +60,14 @@ def bench_cfg():
 @pytest.fixture(scope="session")
 def bench_coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-coco")
-    from tools.synth_formats import write_dataset
+    from fastload.synth.datasets import write_dataset
     write_dataset(root, "coco", BENCH_IMAGES, 0)
     return root
 
 
 @pytest.fixture(scope="session")
 def bench_packed(bench_coco, tmp_path_factory):
-    pack = pytest.importorskip("fastload.pack").pack
+    pack = pytest.importorskip("fastload.packing").pack
     out = tmp_path_factory.mktemp("bench-packed") / "packed"
     pack(bench_coco, out, format="coco", workers=1, progress=False)
     return out

@@ -18,7 +18,7 @@ _LAZY = {
     "AugmentConfig": "fastload.augment.config",
     "DataLoader": "fastload.loader",
     "TorchDataset": "fastload.loader",
-    "pack": "fastload.pack",
+    "pack": "fastload.packing",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

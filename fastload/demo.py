@@ -2,11 +2,10 @@
 
     fastload demo [--dir DIR] [--n 64] [--keypoints]
 
-Writes ``DIR/src`` (COCO JSON + 640x480 JPEGs from ``tools/synth_formats.py``), packs it
+Writes ``DIR/src`` (COCO JSON + 640x480 JPEGs from :mod:`fastload.synth`), packs it
 into ``DIR/packed``, prints ``fastload info``, and iterates two epochs of
 ``fastload.DataLoader(DIR/packed, batch_size=8, device="cpu")`` (the first includes the
-one-time Numba compilation on a fresh install). ``tools/`` ships with the source tree, not with the installed package: the
-demo runs from a checkout (``pip install -e .``).
+one-time Numba compilation on a fresh install).
 """
 from __future__ import annotations
 
@@ -16,22 +15,10 @@ import time
 from pathlib import Path
 
 
-def _import_synth():
-    repo = Path(__file__).resolve().parents[1]
-    if not (repo / "tools" / "synth_formats.py").exists():
-        raise RuntimeError(f"fastload demo needs the synthetic-data generator "
-                           f"tools/synth_formats.py from the source tree (looked in {repo}); "
-                           f"run it from a checkout installed with `pip install -e .`")
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    from tools.synth_formats import write_dataset
-    return write_dataset
-
-
 def run_demo(directory=None, n: int = 64, keypoints: bool = False, out=print) -> int:
-    from fastload.pack import pack
+    from fastload.packing import pack
     from fastload.store import format_info
-    write_dataset = _import_synth()
+    from fastload.synth import write_dataset
     d = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="fastload-demo-"))
     src, packed = d / "src", d / "packed"
     t0 = time.perf_counter()
@@ -59,19 +46,3 @@ def run_demo(directory=None, n: int = 64, keypoints: bool = False, out=print) ->
         out(f"epoch {epoch}: {n_img} images in {dt:.2f} s, {n_img / max(dt, 1e-9):.0f} images/s, "
             f"batch image {tuple(batch['image'].shape)} {batch['image'].dtype}{note}")
     return 0
-
-
-def _cmd_demo(args) -> int:
-    try:
-        return run_demo(args.dir, args.n, args.keypoints)
-    except (RuntimeError, ValueError) as e:
-        print(f"fastload demo: {e}", file=sys.stderr)
-        return 2
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="generate a small synthetic dataset, pack it and load it")
-    p.add_argument("--dir", default=None, help="working directory (default: a new temp dir)")
-    p.add_argument("--n", type=int, default=64, help="number of images (64)")
-    p.add_argument("--keypoints", action="store_true", help="add keypoints to the instances")
-    p.set_defaults(func=_cmd_demo)

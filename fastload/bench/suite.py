@@ -1,7 +1,7 @@
 """`fastload bench`: prepare the data, run every row in its own subprocess, write the report.
 
 With no DATASET, a synthetic COCO dataset (``--images`` 640x480 JPEGs of
-``tools.synth``, default 256) is generated once into the cache directory
+``fastload.synth``, default 128) is generated once into the cache directory
 (``$FASTLOAD_CACHE`` or ``~/.cache/fastload``, under ``bench/``) and packed beside it;
 later runs reuse both. A given DATASET is an ORIGINAL COCO dataset (a folder with the
 annotation JSON and the images, or the JSON itself): the torch baselines read those files,
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from fastload.bench.runner import GPU_ROWS, LABELS, ROWS_ALL
 
-PKG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding fastload/ (and tools/)
 DEFAULT_ROWS = "torch-seed,torch-numpy,fastload-cpu,fastload-gpu,bounds"
 BOUNDS = ["bound-lmdb", "bound-decode", "bound-nvjpeg"]
 
@@ -57,27 +56,16 @@ def cache_dir(explicit=None) -> Path:
     return Path(base) / "bench"
 
 
-def _ensure_tools_importable():
-    if str(PKG_ROOT) not in sys.path and (PKG_ROOT / "tools").is_dir():
-        sys.path.insert(0, str(PKG_ROOT))
-
-
 def generate_synthetic(root: Path, n_images: int, seed: int) -> Path:
     """Write the synthetic COCO dataset once (atomically: a temp dir renamed at the end)."""
     done = root / ".complete"
     if done.exists():
         return root
-    _ensure_tools_importable()
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        from tools.synth_formats import write_dataset
+        from fastload.synth import write_dataset
         write_dataset(tmp, "coco", n_images, seed)
-    except ModuleNotFoundError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BenchError(f"cannot generate the synthetic dataset: {e} (the generator lives in "
-                         f"tools/ of the source tree; run from a checkout or pass a COCO "
-                         f"DATASET)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -93,7 +81,7 @@ def pack_dataset(src: Path, out: Path, workers: int):
     if (out / "manifest.json").exists():
         return out, None
     try:
-        from fastload.pack import pack
+        from fastload.packing import pack
     except Exception as e:
         return None, f"fastload.pack import failed: {type(e).__name__}: {e}"
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -159,8 +147,10 @@ def _run_row(row, args, data, packed, packed_error, step_ms, logdir, bar):
     if step_ms is not None:
         cmd += ["--step-ms", str(step_ms)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PKG_ROOT)] + ([env["PYTHONPATH"]]
-                                                           if env.get("PYTHONPATH") else []))
+    # the rows import the same fastload as this process (a checkout run without installing)
+    pkg_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([env["PYTHONPATH"]]
+                                                        if env.get("PYTHONPATH") else []))
     limit = args.warmup + 4 * args.seconds + 240
     t0 = time.monotonic()
     with open(logdir / f"{row}.log", "w") as log:

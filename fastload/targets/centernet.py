@@ -309,7 +309,7 @@ def _check_out(out):
     return hm, wh, reg, ind, rm
 
 
-def centernet(boxes, labels, num_classes: int, out_h: int, out_w: int, max_objs: int = 128,
+def centernet_targets(boxes, labels, num_classes: int, out_h: int, out_w: int, max_objs: int = 128,
               radius: str = "centernet", coords: str = "continuous") -> dict:
     """CenterNet targets of one image (allocates its outputs; see :func:`centernet_into`).
 

@@ -233,7 +233,7 @@ def _check_radius(r):
     return r
 
 
-def fcos(boxes, labels, img_h: int, img_w: int, num_classes: int | None = None, strides=STRIDES,
+def fcos_targets(boxes, labels, img_h: int, img_w: int, num_classes: int | None = None, strides=STRIDES,
          size_ranges=SIZE_RANGES, center_sampling_radius: float = 0.0, norm_reg: bool = False) -> dict:
     """FCOS targets of one image (allocates; see :func:`fcos_into`).
 

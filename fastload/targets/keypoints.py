@@ -2,7 +2,7 @@
 
 Reproduces the keypoint part of ``xingyizhou/CenterNet``
 ``src/lib/datasets/sample/multi_pose.py`` (the center ``hm``/``wh``/``reg``/``ind``/
-``reg_mask`` come from :func:`fastload.targets.centernet`). Per object ``k < max_objs``
+``reg_mask`` come from :func:`fastload.targets.centernet_targets`). Per object ``k < max_objs``
 whose clipped box has ``h > 0`` and ``w > 0`` (clipping and ``coords`` exactly as in
 :mod:`fastload.targets.centernet`):
 

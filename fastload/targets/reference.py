@@ -92,7 +92,7 @@ def _validate_cn(boxes, labels, num_classes, out_h, out_w, max_objs, radius, coo
 def centernet_numpy(boxes, labels, num_classes, out_h, out_w, max_objs=128,
                     radius="centernet", coords="continuous"):
     """The original CenterNet ctdet target code, NumPy per object (same signature/outputs as
-    :func:`fastload.targets.centernet`)."""
+    :func:`fastload.targets.centernet_targets`)."""
     boxes, labels, num_classes, output_h, output_w, max_objs = _validate_cn(
         boxes, labels, num_classes, out_h, out_w, max_objs, radius, coords)
     xmax = output_w if coords == "continuous" else output_w - 1
@@ -129,7 +129,7 @@ def centernet_python(boxes, labels, num_classes, out_h, out_w, max_objs=128,
 
     Each box becomes a ``(2, 1, 2)`` contour-style point array (its two corners), and
     each gaussian is drawn pixel by pixel. Same signature and outputs as
-    :func:`fastload.targets.centernet`.
+    :func:`fastload.targets.centernet_targets`.
     """
     boxes, labels, num_classes, out_h, out_w, max_objs = _validate_cn(
         boxes, labels, num_classes, out_h, out_w, max_objs, radius, coords)

@@ -18,11 +18,15 @@ pixel (i, j) covers output pixels [j*s, (j+1)*s) x [i*s, (i+1)*s).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from fastload.targets import centernet as _centernet
+from fastload.targets import fcos as _fcos
+from fastload.targets import keypoints as _keypoints
+from fastload.targets import masks as _masks
 
 __all__ = ["DatasetInfo", "TargetSpec", "CenterNetTarget", "MaskTarget", "FCOSTarget",
            "KeypointTarget", "FunctionTarget", "resolve_targets"]
@@ -35,12 +39,6 @@ class DatasetInfo:
     classes: List[str] = field(default_factory=list)
     num_keypoints: int = 0
     flip_pairs: List[Tuple[int, int]] = field(default_factory=list)
-
-
-def _mod(name):
-    """A kernel module of fastload.targets (the package re-exports functions of the same
-    names, so ``from fastload.targets import fcos`` would give the function)."""
-    return importlib.import_module(f"fastload.targets.{name}")
 
 
 def _map_size(out_size, stride) -> Tuple[int, int]:
@@ -107,7 +105,7 @@ class CenterNetTarget(TargetSpec):
                 "reg": ((m, 2), "float32"), "ind": ((m,), "int64"), "reg_mask": ((m,), "uint8")}
 
     def fill(self, out, inst, out_size):
-        T = _mod("centernet")
+        T = _centernet
         keep = _kept(inst)
         boxes = np.ascontiguousarray(np.asarray(inst.boxes, np.float32)[keep] / np.float32(self.stride))
         labels = np.ascontiguousarray(np.asarray(inst.labels)[keep]).astype(np.int64)
@@ -152,7 +150,7 @@ class MaskTarget(TargetSpec):
         return d
 
     def fill(self, out, inst, out_size):
-        T = _mod("masks")
+        T = _masks
         h, w = _map_size(out_size, self.stride)
         pts, po, ip = inst.points, inst.part_offsets, inst.inst_parts
         if self.semantic:
@@ -169,7 +167,7 @@ class MaskTarget(TargetSpec):
 
 @dataclass
 class FCOSTarget(TargetSpec):
-    """FCOS targets (:func:`fastload.targets.fcos`): ``fcos_labels`` (L,) int64 (class + 1,
+    """FCOS targets (:func:`fastload.targets.fcos_targets`): ``fcos_labels`` (L,) int64 (class + 1,
     0 background), ``fcos_ltrb`` (L,4) float32, ``fcos_centerness`` (L,) float32, over the
     locations of all FPN levels concatenated (L = ``fcos_num_locations(H, W, strides)``).
     Boxes are the transformed instances' boxes in output-image pixels; ignore regions
@@ -189,17 +187,17 @@ class FCOSTarget(TargetSpec):
         return dataclasses.replace(self, num_classes=nc)
 
     def _kw(self):
-        T = _mod("fcos")
+        T = _fcos
         return dict(strides=tuple(self.strides),
                     size_ranges=T.SIZE_RANGES if self.size_ranges is None else tuple(self.size_ranges))
 
     def fixed_shapes(self, out_size):
-        T = _mod("fcos")
+        T = _fcos
         a = T.alloc_fcos(1, out_size[0], out_size[1], strides=tuple(self.strides))
         return {k: (v.shape[1:], v.dtype.str) for k, v in a.items()}
 
     def fill(self, out, inst, out_size):
-        T = _mod("fcos")
+        T = _fcos
         keep = _kept(inst)
         T.fcos_into(out, 0, np.ascontiguousarray(inst.boxes[keep]), inst.labels[keep],
                     out_size[0], out_size[1], self.num_classes,
@@ -229,13 +227,13 @@ class KeypointTarget(TargetSpec):
         return dataclasses.replace(self, num_keypoints=int(k))
 
     def fixed_shapes(self, out_size):
-        T = _mod("keypoints")
+        T = _keypoints
         h, w = _map_size(out_size, self.stride)
         a = T.alloc_keypoints(1, self.num_keypoints, h, w, self.max_objs)
         return {k: (v.shape[1:], v.dtype.str) for k, v in a.items()}
 
     def fill(self, out, inst, out_size):
-        T = _mod("keypoints")
+        T = _keypoints
         keep = _kept(inst)
         n = int(keep.sum())
         K = self.num_keypoints

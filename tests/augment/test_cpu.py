@@ -15,7 +15,7 @@ from fastload.augment.geometry import transform_instances
 from fastload.augment.params import SampleParams, sample_params, shadow_mask
 from fastload.record import Instance, Record
 from fastload.targets.raster import fill_polygon
-from tools.synth import encode_jpeg, encode_png, make_scene
+from fastload.synth.scenes import encode_jpeg, encode_png, make_scene
 
 ALL_ON = dict(hflip_prob=0.5, vflip_prob=0.3, rotate_deg=(-60.0, 60.0), scale=(0.6, 1.4),
               translate=(-0.2, 0.2), hue_deg=(-40.0, 40.0), noise_sigma=(2.0, 10.0),

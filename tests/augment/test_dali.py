@@ -13,7 +13,7 @@ from fastload.augment.params import (SampleParams, compose_matrix, hue_matrix, s
                                      shadow_mask)
 from fastload.record import Instance, Record
 from fastload.targets.raster import fill_parts, fill_polygon
-from tools.synth import encode_jpeg, encode_png, make_scene
+from fastload.synth.scenes import encode_jpeg, encode_png, make_scene
 
 DEVICES = [None, pytest.param(0, marks=requires_gpu)]
 _CACHE = {}

@@ -7,7 +7,7 @@ from fastload.augment.geometry import (clip_polygon, clip_polygon_reference, tra
                                        transform_instances_reference)
 from fastload.augment.params import SampleParams, compose_matrix, sample_params
 from fastload.record import Instance, Record
-from tools.synth import FLIP_PAIRS, make_scene
+from fastload.synth.scenes import FLIP_PAIRS, make_scene
 
 
 def _record_from_scene(scene, ignore_every=0):

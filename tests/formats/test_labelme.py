@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fastload.formats import labelme
-from tools.synth import make_scene
-from tools.synth_more import check_reading, write_labelme
+from fastload.synth.scenes import make_scene
+from fastload.synth.formats import check_reading, write_labelme
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from PIL import Image
 from fastload.formats import masks
 from fastload.formats.masks import mask_to_polygons
 from fastload.targets.raster import fill_polygon
-from tools.synth import make_scene
-from tools.synth_more import write_masks
+from fastload.synth.scenes import make_scene
+from fastload.synth.formats import write_masks
 
 
 def _raster(parts, shape):

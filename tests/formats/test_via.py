@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fastload.formats import via
-from tools.synth import make_scene
-from tools.synth_more import check_reading, write_via
+from fastload.synth.scenes import make_scene
+from fastload.synth.formats import check_reading, write_via
 
 
 @pytest.fixture(scope="module")

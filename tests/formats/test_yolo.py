@@ -6,8 +6,8 @@ import yaml
 from PIL import Image
 
 from fastload.formats import yolo
-from tools.synth import CLASSES, make_scene
-from tools.synth_more import check_reading, write_yolo
+from fastload.synth.scenes import CLASSES, make_scene
+from fastload.synth.formats import check_reading, write_yolo
 
 
 @pytest.fixture(scope="module")

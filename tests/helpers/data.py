@@ -4,7 +4,7 @@
   (``ds[i] = Record.decode(blobs[i])``), so a test can corrupt one record's bytes or its
   image bytes and see the real decode fail.
 - :func:`packed_dataset`: ``tools.synth_formats.write_dataset`` (COCO) packed by
-  ``fastload.pack.pack`` into LMDB shards, opened as ``fastload.Dataset``.
+  ``fastload.packing.pack`` into LMDB shards, opened as ``fastload.Dataset``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import List
 import numpy as np
 
 from fastload.record import Instance, Record
-from tools.synth import CLASSES, FLIP_PAIRS, KEYPOINT_NAMES, encode_jpeg, make_scene
+from fastload.synth.scenes import CLASSES, FLIP_PAIRS, KEYPOINT_NAMES, encode_jpeg, make_scene
 
 
 class BlobDataset:
@@ -66,8 +66,8 @@ def corrupt_record(ds: BlobDataset, i: int) -> None:
 
 def packed_dataset(root: Path, n: int = 12, seed: int = 0, width=96, height=72, keypoints=True):
     """Write a synthetic COCO dataset and pack it; returns the packed directory."""
-    from fastload.pack import pack
-    from tools.synth_formats import write_dataset
+    from fastload.packing import pack
+    from fastload.synth.datasets import write_dataset
     src, out = Path(root) / "src", Path(root) / "packed"
     if not (out / "manifest.json").exists():
         write_dataset(src, "coco", n_images=n, seed=seed, width=width, height=height,

@@ -102,7 +102,7 @@ def test_contents_equal_pipeline_by_hand(packed):
     from fastload.augment.cpu import CpuAugmenter
     from fastload.augment.geometry import transform_instances
     from fastload.augment.params import sample_params
-    from fastload.targets.centernet import centernet
+    from fastload.targets import centernet_targets
 
     def area(inst, out_size):
         return {"n_parts": np.array([inst.part_offsets.shape[0] - 1], np.int64)}
@@ -134,7 +134,7 @@ def test_contents_equal_pipeline_by_hand(packed):
             if inst.keypoints is not None:
                 assert np.array_equal(batch["keypoints"][j, :n].numpy(), inst.keypoints)
             keep = ~inst.ignore
-            t = centernet(inst.boxes[keep] / 4, inst.labels[keep], len(packed.classes), 16, 16,
+            t = centernet_targets(inst.boxes[keep] / 4, inst.labels[keep], len(packed.classes), 16, 16,
                           max_objs=16)
             for k in ("hm", "wh", "reg", "ind", "reg_mask"):
                 assert np.array_equal(batch[k][j].numpy(), t[k]), k
@@ -314,7 +314,7 @@ def test_all_target_specs_match_kernels(packed):
     """masks / fcos / keypoints specs fill the batch exactly like the kernels called by hand."""
     from fastload.augment.geometry import transform_instances
     from fastload.augment.params import sample_params
-    from fastload.targets import fcos, instance_masks, keypoint_targets, semantic_mask
+    from fastload.targets import fcos_targets, instance_masks, keypoint_targets, semantic_mask
     from fastload.targets.specs import FCOSTarget, KeypointTarget, MaskTarget
 
     SR = ((0.0, 32.0), (32.0, float("inf")))
@@ -339,7 +339,7 @@ def test_all_target_specs_match_kernels(packed):
         assert np.array_equal(batch["inst_masks"][j, :n].numpy(), im)
         assert not batch["inst_masks"][j, n:].any()
         keep = ~inst.ignore
-        f = fcos(inst.boxes[keep], inst.labels[keep], 64, 64, len(packed.classes), strides=(8, 16),
+        f = fcos_targets(inst.boxes[keep], inst.labels[keep], 64, 64, len(packed.classes), strides=(8, 16),
                  size_ranges=SR)
         for k, v in f.items():
             assert np.array_equal(batch[k][j].numpy(), v), k

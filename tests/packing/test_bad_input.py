@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fastload.cli import main as cli_main
-from fastload.pack import PackError, pack
+from fastload.packing import PackError, pack
 from fastload.store import Dataset, StoreError
-from tools.synth import encode_jpeg, make_scene
+from fastload.synth.scenes import encode_jpeg, make_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 120, 90
@@ -220,7 +220,7 @@ def test_forked_readers(tmp_path):
 
 
 def test_validate_parts_kernel_matches_reference(rng):
-    from fastload.pack import OVERSHOOT, validate_parts, validate_parts_reference
+    from fastload.packing import OVERSHOOT, validate_parts, validate_parts_reference
     for _ in range(200):
         n = int(rng.integers(0, 6))
         lens = rng.integers(0, 8, n)
@@ -244,7 +244,7 @@ def test_validate_parts_kernel_matches_reference(rng):
 
 def test_a_failing_lazy_sample_is_skipped_not_a_traceback():
     from fastload.formats.base import SourceSample
-    from fastload.pack import _work_chunk
+    from fastload.packing.engine import _work_chunk
 
     class Broken(SourceSample):
         @property

@@ -7,11 +7,11 @@ import pytest
 from tests.helpers.env import COCO_SAMPLE
 from fastload.formats.coco import (flip_pairs_from_names, mask_to_polygons, rle_counts_to_string,
                                    rle_decode, rle_encode, rle_string_to_counts)
-from fastload.pack import pack
+from fastload.packing import pack
 from fastload.store import Dataset
 from fastload.targets.raster import fill_polygon
-from tools.synth import FLIP_PAIRS, KEYPOINT_NAMES
-from tools.synth_formats import coco_image_id, write_dataset
+from fastload.synth.scenes import FLIP_PAIRS, KEYPOINT_NAMES
+from fastload.synth.datasets import coco_image_id, write_dataset
 
 SAMPLE = COCO_SAMPLE
 requires_sample = pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} absent")

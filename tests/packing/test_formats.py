@@ -7,11 +7,11 @@ import pytest
 pytest.importorskip("fastload.store")
 
 from fastload.formats import read_source  # noqa: E402
-from fastload.pack import pack  # noqa: E402
+from fastload.packing import pack  # noqa: E402
 from fastload.store import Dataset  # noqa: E402
 from fastload.targets.raster import fill_polygon  # noqa: E402
-from tools.synth import make_scene  # noqa: E402
-from tools.synth_more import write_labelme, write_masks, write_via, write_yolo  # noqa: E402
+from fastload.synth.scenes import make_scene  # noqa: E402
+from fastload.synth.formats import write_labelme, write_masks, write_via, write_yolo  # noqa: E402
 
 WRITERS = {
     "labelme": lambda root, sc: write_labelme(root, sc, rect_every=3, ignore_every=4, extra_shapes=True,
@@ -81,7 +81,7 @@ def test_reader_options_reach_the_reader_and_unknown_ones_are_refused(tmp_path):
     """`fastload pack -o KEY=VALUE` passes reader options through; a wrong key is refused."""
     from fastload.cli import main
     from fastload.store import Dataset
-    from tools.synth_formats import write_dataset
+    from fastload.synth.datasets import write_dataset
 
     src = tmp_path / "masks"
     write_dataset(src, "masks", n_images=2, seed=3, width=96, height=80)

@@ -6,15 +6,15 @@ import pytest
 from PIL import Image
 
 from fastload.augment.config import AugmentConfig
-from fastload.inspect import TITLE_H, denormalize, draw_annotations, render, sample_overlays
+from fastload.preview import TITLE_H, denormalize, draw_annotations, render, sample_overlays
 
 
 
 @pytest.fixture
 def packed_scenes(tmp_path):
     """Factory: a small synthetic COCO dataset, packed; returns the packed path."""
-    from fastload.pack import pack
-    from tools.synth_formats import write_dataset
+    from fastload.packing import pack
+    from fastload.synth.datasets import write_dataset
 
     def make(n=4, unique_colors=False):
         src = tmp_path / f"src{n}{int(unique_colors)}"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from fastload.cli import main as cli_main
-from fastload.pack import pack
+from fastload.packing import pack
 from fastload.record import Record
 from fastload.store import (MANIFEST_NAME, Dataset, ShardHash, ShardWriter, StoreError,
                             encode_key, verify)
-from tools.synth_formats import write_dataset
+from fastload.synth.datasets import write_dataset
 
 
 @pytest.fixture(scope="module")

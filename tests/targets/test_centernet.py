@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastload.targets import (alloc_centernet, centernet, centernet_batch_into, centernet_into,
+from fastload.targets import (alloc_centernet, centernet_batch_into, centernet_into, centernet_targets,
                               gaussian_radius)
 from fastload.targets.reference import centernet_numpy, centernet_python, gaussian_radius_reference
 
@@ -48,7 +48,7 @@ def test_matches_references(coords, radius):
         lab = rng.integers(0, C, K)
         M = int(rng.integers(1, 20))     # often fewer slots than objects
         kw = dict(max_objs=M, radius=radius, coords=coords)
-        got = centernet(b, lab, C, H, W, **kw)
+        got = centernet_targets(b, lab, C, H, W, **kw)
         assert_same(got, centernet_numpy(b, lab, C, H, W, **kw))
         if t % 4 == 0:
             assert_same(got, centernet_python(b, lab, C, H, W, **kw))
@@ -56,7 +56,7 @@ def test_matches_references(coords, radius):
 
 def test_semantics_small_case():
     # one 8x8 box in a 16x16 map, continuous coords: center (6, 6) -> cell (6, 6)
-    out = centernet(np.array([[2, 2, 10, 10]], np.float32), np.array([0]), 1, 16, 16)
+    out = centernet_targets(np.array([[2, 2, 10, 10]], np.float32), np.array([0]), 1, 16, 16)
     r = int(gaussian_radius(8, 8))
     assert out["hm"][0, 6, 6] == 1.0 and out["hm"].max() == 1.0
     assert (out["hm"][0] > 0).sum() == (2 * r + 1) ** 2
@@ -64,19 +64,19 @@ def test_semantics_small_case():
     np.testing.assert_array_equal(out["wh"][0], [8, 8])
     np.testing.assert_array_equal(out["reg"][0], [0, 0])
     # centernet coords clip to W-1: a box up to x=16 has width 15
-    out2 = centernet(np.array([[0, 0, 16, 16]], np.float32), np.array([0]), 1, 16, 16, coords="centernet")
+    out2 = centernet_targets(np.array([[0, 0, 16, 16]], np.float32), np.array([0]), 1, 16, 16, coords="centernet")
     np.testing.assert_array_equal(out2["wh"][0], [15, 15])
     # overlapping gaussians of two classes and the same class merge by max
     b = np.array([[2, 2, 10, 10], [3, 3, 11, 11], [2, 2, 10, 10]], np.float32)
-    o = centernet(b, np.array([0, 0, 1]), 2, 16, 16)
+    o = centernet_targets(b, np.array([0, 0, 1]), 2, 16, 16)
     assert o["hm"][0, 6, 6] == 1.0 and o["hm"][0, 7, 7] == 1.0 and o["hm"][1, 6, 6] == 1.0
 
 
 def test_max_objs_and_empty():
     b = np.tile(np.array([[1, 1, 5, 5]], np.float32), (10, 1))
-    o = centernet(b, np.zeros(10, int), 1, 8, 8, max_objs=4)
+    o = centernet_targets(b, np.zeros(10, int), 1, 8, 8, max_objs=4)
     assert o["reg_mask"].tolist() == [1, 1, 1, 1]
-    e = centernet(np.zeros((0, 4), np.float32), np.zeros(0, int), 3, 8, 8)
+    e = centernet_targets(np.zeros((0, 4), np.float32), np.zeros(0, int), 3, 8, 8)
     assert e["hm"].shape == (3, 8, 8) and not e["hm"].any() and not e["reg_mask"].any()
 
 
@@ -116,7 +116,7 @@ def test_bad_input(bad, match):
     kw = dict(boxes=np.array([[0, 0, 3, 3]], np.float32), labels=np.array([0]), num_classes=3,
               out_h=8, out_w=8)
     kw.update(bad)
-    for f in (centernet, centernet_numpy):
+    for f in (centernet_targets, centernet_numpy):
         with pytest.raises(ValueError, match=match):
             f(**kw)
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fastload.targets import (alloc_fcos, fcos, fcos_batch_into, fcos_into, fcos_level_sizes,
+from fastload.targets import (alloc_fcos, fcos_batch_into, fcos_into, fcos_level_sizes, fcos_targets,
                               fcos_locations, fcos_num_locations)
 from fastload.targets.reference import fcos_reference
 
@@ -47,14 +47,14 @@ def test_matches_reference(radius, norm_reg):
             b[3] = [0, 0, W, H]
         lab = rng.integers(0, 80, K)
         kw = dict(center_sampling_radius=radius, norm_reg=norm_reg)
-        got = fcos(b, lab, H, W, 80, **kw)
+        got = fcos_targets(b, lab, H, W, 80, **kw)
         assert_same(got, fcos_reference(b, lab, H, W, 80, **kw))
 
 
 def test_semantics():
     # one 40x40 box in a 128x128 input: level 0 (stride 8) only, locations strictly inside
     b = np.array([[16, 16, 56, 56]], np.float32)
-    o = fcos(b, np.array([4]), 128, 128)
+    o = fcos_targets(b, np.array([4]), 128, 128)
     n0 = 16 * 16
     lab0 = o["fcos_labels"][:n0].reshape(16, 16)
     assert set(np.unique(lab0)) == {0, 5} and not o["fcos_labels"][n0:].any()
@@ -66,10 +66,10 @@ def test_semantics():
     j = 2 * 16 + 2  # (20, 20)
     assert math.isclose(o["fcos_centerness"][j], math.sqrt(4 / 36 * 4 / 36), rel_tol=1e-6)
     # center sampling keeps only locations within 1.5 strides of the center
-    oc = fcos(b, np.array([4]), 128, 128, center_sampling_radius=1.5)
+    oc = fcos_targets(b, np.array([4]), 128, 128, center_sampling_radius=1.5)
     assert (oc["fcos_labels"] > 0).sum() == 9
     # a big box goes to a coarser level
-    ob = fcos(np.array([[0, 0, 300, 300]], np.float32), np.array([0]), 512, 512)
+    ob = fcos_targets(np.array([[0, 0, 300, 300]], np.float32), np.array([0]), 512, 512)
     lv = np.repeat(np.arange(5), [s[0] * s[1] for s in fcos_level_sizes(512, 512)])
     assert set(lv[ob["fcos_labels"] > 0]) <= {2, 3}
 
@@ -105,4 +105,4 @@ def test_bad_input(kw, match):
                 num_classes=80)
     args.update(kw)
     with pytest.raises(ValueError, match=match):
-        fcos(**args)
+        fcos_targets(**args)

@@ -7,7 +7,7 @@ same image dimmed under the CenterNet heatmap (max over classes) and, when confi
 the semantic mask. The title names the sample index and file. ``raw=True`` renders the
 same samples with every augmentation off, for comparison.
 
-    from fastload.inspect import render
+    from fastload.preview import render
     img = render("data/packed", n=8, augment=AugmentConfig(out_size=(384, 384)))
     img.save("grid.png")
 
@@ -17,7 +17,6 @@ boundary, not half a pixel off.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 import numpy as np
@@ -198,35 +197,3 @@ def render(source, n: int = 16, seed: int = 0, epoch: int = 0, augment=None, raw
     idx = _np(batch["index"]).tolist()
     titles = [f"#{i} {ds[i].file_name}" for i in idx]
     return render_batch(batch, cfg, titles, tile=tile, cols=cols, heat=heat)
-
-
-# --------------------------------------------------------------------------- CLI
-def add_parser(sub) -> None:
-    p = sub.add_parser("inspect", help="render a grid of samples as the loader produces them",
-                       description="Render a grid of samples exactly as fastload.DataLoader produces "
-                                   "them (same seed, epoch and augmentation), with transformed polygons, "
-                                   "boxes, keypoints and the CenterNet heatmap drawn over them.")
-    p.add_argument("dataset", help="packed dataset directory")
-    p.add_argument("--augment", metavar="CONFIG", help="AugmentConfig as .json or .yaml (default: AugmentConfig())")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epoch", type=int, default=0)
-    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--cols", type=int, default=4, help="samples per row (default 4)")
-    p.add_argument("--tile", type=int, default=256, help="panel size in pixels (default 256)")
-    p.add_argument("--shuffle", action="store_true", help="take the first N of the shuffled epoch order")
-    p.add_argument("--raw", action="store_true", help="the same samples with every augmentation off")
-    p.add_argument("--targets", default="centernet",
-                   help="comma-separated targets to overlay (default: centernet; e.g. centernet,masks)")
-    p.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from fastload.augment.config import AugmentConfig
-    cfg = AugmentConfig.from_file(args.augment) if args.augment else AugmentConfig()
-    targets = tuple(t for t in args.targets.split(",") if t)
-    img = render(args.dataset, n=args.n, seed=args.seed, epoch=args.epoch, augment=cfg, raw=args.raw,
-                 targets=targets, tile=args.tile, cols=args.cols, shuffle=args.shuffle)
-    img.save(args.out)
-    print(f"wrote {args.out} ({img.width}x{img.height})")
-    return 0

@@ -1,4 +1,4 @@
-"""Write synthetic scenes (``tools.synth.make_scene``) as labelme, VIA, YOLO-seg and
+"""Write synthetic scenes (``fastload.synth.scenes.make_scene``) as labelme, VIA, YOLO-seg and
 Penn-Fudan mask-PNG datasets: real files, laid out the way each tool writes them.
 
 Every writer returns a :class:`Written`: the root, the class list a reader should find,
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from tools.synth import CLASSES, Scene, encode_jpeg, encode_png
+from fastload.synth.scenes import CLASSES, Scene, encode_jpeg, encode_png
 
 
 @dataclass

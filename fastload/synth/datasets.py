@@ -2,30 +2,26 @@
 
     write_dataset(root, "coco", n_images=20, keypoints=True) -> list of Scene
 
-Images are real JPEG files of realistic size and content (``tools.synth.make_scene``);
+Images are real JPEG files of realistic size and content (``fastload.synth.scenes.make_scene``);
 polygons are written with full float32 precision, so a pack round trip must give back
 exactly the scene's vertices. COCO is written here; labelme / VIA / YOLO / masks are
-dispatched to ``tools.synth_more.write_<fmt>(root, scenes, **kw)`` (``keypoints`` passed
+dispatched to ``fastload.synth.formats.write_<fmt>(root, scenes, **kw)`` (``keypoints`` passed
 only to writers that take it).
 
 COCO layout: ``root/annotations/instances.json`` + ``root/images/NNNNNN.jpg``; image ids
 are ``1000 + 7 * i`` (not contiguous, not equal to positions), annotation ids from 1.
 
-CLI: ``python3 tools/synth_formats.py OUT --format coco --n 200 [--keypoints]``
+CLI: ``python3 tools/synth_dataset.py OUT --format coco --n 200 [--keypoints]``
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `tools` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools.synth import CLASSES, KEYPOINT_NAMES, Scene, encode_jpeg, make_scene  # noqa: E402
+from fastload.synth.scenes import CLASSES, KEYPOINT_NAMES, Scene, encode_jpeg, make_scene
 
 FORMATS = ("coco", "labelme", "via", "yolo", "masks")
 
@@ -113,12 +109,9 @@ def write_dataset(root, fmt: str, n_images: int = 8, seed: int = 0, width: int =
     if fmt == "coco":
         write_coco(root, scenes, keypoints=keypoints, **kw)
     else:
-        import importlib
-        try:
-            more = importlib.import_module("tools.synth_more")
-        except ModuleNotFoundError as e:
-            raise ValueError(f"format {fmt!r} needs tools/synth_more.py ({e})") from None
         import inspect
+
+        from fastload.synth import formats as more
         writer = getattr(more, f"write_{fmt}")
         params = inspect.signature(writer).parameters
         if "keypoints" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -143,6 +136,3 @@ def main(argv=None) -> int:
           f"as {a.format} to {a.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

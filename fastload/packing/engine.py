@@ -540,9 +540,9 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
                         f"(--overwrite would delete the source)")
     options = dict(options or {})
     if options:
-        import inspect as _inspect
+        import inspect
         from fastload.formats import get_reader
-        accepted = [n for n, p in _inspect.signature(get_reader(format).read).parameters.items()
+        accepted = [n for n, p in inspect.signature(get_reader(format).read).parameters.items()
                     if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and n != "src")]
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -719,66 +719,3 @@ def _publish(tmp: Path, out: Path) -> None:
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------- CLI
-def _cmd_pack(args) -> int:
-    try:
-        s = pack(args.src, args.out, args.format, shard_size=args.shard_size,
-                 workers=args.workers, strict=args.strict, overwrite=args.overwrite,
-                 crowd=args.crowd, progress=not args.quiet, images=args.images,
-                 options=_parse_options(args.option))
-    except ValueError as e:
-        print(f"fastload pack: {e}", file=sys.stderr)
-        return 2
-    print(s)
-    if s.problems:
-        print(f"  {s.problems} problem(s) listed in {Path(s.out) / 'problems.txt'}")
-    return 0
-
-
-def _parse_options(items) -> dict:
-    """``["split=train", "tolerance=0.5"]`` -> dict of strings (readers parse their own values)."""
-    out = {}
-    for it in items or []:
-        key, sep, value = it.partition("=")
-        if not sep or not key:
-            raise PackError(f"--option wants KEY=VALUE, got {it!r}")
-        out[key.strip().replace("-", "_")] = value
-    return out
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pack", help="pack a dataset (COCO, labelme, VIA, YOLO-seg, mask PNGs) into LMDB shards",
-        description="Pack a dataset into LMDB shards plus manifest.json. Bad samples are "
-                    "skipped and listed in OUT/problems.txt (--strict: fail instead).")
-    p.add_argument("src", help="source dataset (COCO: the JSON file or a folder holding it)")
-    p.add_argument("out", help="output directory (created; must be absent or empty "
-                               "unless --overwrite)")
-    p.add_argument("--format", "-f", required=True, choices=list(READERS))
-    p.add_argument("--shard-size", type=int, default=10000, help="records per shard (10000)")
-    p.add_argument("--workers", "-j", type=int, default=None,
-                   help="worker processes (default: all cores)")
-    p.add_argument("--strict", action="store_true", help="fail on the first problem")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--crowd", choices=["ignore", "skip"], default="ignore",
-                   help="COCO crowd/RLE regions: keep as ignore regions (default) or skip")
-    p.add_argument("--images", default=None, help="image folder (COCO; default: beside the JSON)")
-    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", default=[],
-                   help="a reader option, repeatable (e.g. -o split=train for yolo, "
-                        "-o ignore_labels=crowd,blur for labelme, -o tolerance=0 for masks; "
-                        "see docs/formats.md)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_pack)
-
-
-# `fastload.pack` is both this module and (lazily, via fastload.__getattr__) the function:
-# once the submodule is imported, Python binds the *module* as the package attribute.
-# Making the module callable keeps `fastload.pack(src, out, format, ...)` working.
-class _CallableModule(type(sys)):
-    def __call__(self, *args, **kwargs):
-        return pack(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,7 +1,7 @@
 """Synthetic scenes: realistic-size images with polygon instances and keypoints.
 
 Used by the tests and benchmarks (and by ``fastload bench`` when no dataset is
-given). ``make_scene`` draws one image; the format writers (``tools/synth_formats.py``)
+given). ``make_scene`` draws one image; the format writers (:mod:`fastload.synth.datasets`)
 turn scenes into COCO / labelme / VIA / YOLO-seg / mask-PNG datasets on disk.
 
 Coordinates follow DESIGN.md: continuous pixel coordinates, a pixel is inside a

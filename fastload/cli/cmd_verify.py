@@ -1,0 +1,29 @@
+"""``fastload verify DATASET``: checksums, records and images of a packed dataset; exit 1 when
+anything is wrong."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _cmd_verify(args) -> int:
+    from fastload.store import load_manifest, verify
+    t0 = time.perf_counter()
+    problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet)
+    for p in problems:
+        print(p)
+    n = sum(int(e["count"]) for e in load_manifest(args.dataset, check_files=False)["shards"])
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {n} records", file=sys.stderr)
+        return 1
+    print(f"verify: OK, {n} records ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="check checksums and decode every image; "
+                                             "exit code 1 if anything is wrong")
+    p.add_argument("dataset", help="packed dataset directory (with manifest.json)")
+    p.add_argument("--no-decode", action="store_true", help="checksums and records only")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_verify)
