@@ -19,8 +19,9 @@ CENTER_MODES = ("box", "centroid")
 
 
 @njit(nogil=True, cache=True)
-def _vertex_box(points, v0, v1):
-    """Tight (x1, y1, x2, y2) of vertices ``points[v0:v1]`` (v1 > v0)."""
+def vertex_box(points, v0, v1):
+    """Tight (x1, y1, x2, y2) of vertices ``points[v0:v1]`` (v1 > v0): the one polygon-box
+    helper (Numba, inlinable into other kernels)."""
     x1 = points[v0, 0]
     y1 = points[v0, 1]
     x2 = x1
@@ -51,7 +52,7 @@ def _boxes_kernel(points, part_offsets, inst_parts, out):
             out[k, 2] = 0.0
             out[k, 3] = 0.0
             continue
-        x1, y1, x2, y2 = _vertex_box(points, v0, v1)
+        x1, y1, x2, y2 = vertex_box(points, v0, v1)
         out[k, 0] = x1
         out[k, 1] = y1
         out[k, 2] = x2
@@ -68,7 +69,7 @@ def _centers_kernel(points, part_offsets, inst_parts, centroid, out):
             out[k, 0] = 0.0
             out[k, 1] = 0.0
             continue
-        x1, y1, x2, y2 = _vertex_box(points, v0, v1)
+        x1, y1, x2, y2 = vertex_box(points, v0, v1)
         # box center, float32 like the boxes
         bx = np.float32((np.float64(x1) + np.float64(x2)) * 0.5)
         by = np.float32((np.float64(y1) + np.float64(y2)) * 0.5)
