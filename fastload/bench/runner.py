@@ -49,6 +49,8 @@ import time
 import traceback
 from pathlib import Path
 
+import fastload
+
 ROWS_ALL = ["torch-seed", "torch-numpy", "fastload-cpu", "fastload-gpu",
             "bound-lmdb", "bound-decode", "bound-nvjpeg"]
 GPU_ROWS = {"fastload-gpu", "bound-nvjpeg"}
@@ -320,7 +322,8 @@ def measure(next_batch, sync, seconds, windows, warmup_s, min_warm_batches, core
 def run_row(a) -> dict:
     cores = len(os.sched_getaffinity(0))
     base = {"row": a.row, "label": LABELS.get(a.row, a.row), "batch_size": a.batch_size,
-            "size": a.size, "workers": a.workers, "cores": cores, "pid": os.getpid()}
+            "size": a.size, "workers": a.workers, "cores": cores, "pid": os.getpid(),
+            "fastload": str(Path(fastload.__file__).parent)}  # the code measured
     step = None if a.row.startswith("bound-") else a.step_ms
     if step not in (None, "auto"):
         step = float(step)

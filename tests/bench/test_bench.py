@@ -1,10 +1,14 @@
 """`fastload bench` end to end on a tiny dataset, and the baseline's geometry against fastload's."""
+import contextlib
+import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import fastload
 from fastload.cli import main
 from tests.helpers.env import has_cuda
 
@@ -16,14 +20,16 @@ ROWS = ["torch-seed", "torch-numpy", "fastload-cpu", "fastload-gpu",
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     cache = tmp_path_factory.mktemp("bench-cache")
-    rc = main(["bench", "--seconds", "0.5", "--windows", "2", "--warmup", "0.2",
-               "--batch-size", "4", "--size", "128", "--images", "16", "--workers", "1",
-               "--out", str(out), "--cache", str(cache)])
-    return rc, out, cache
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = main(["bench", "--seconds", "0.5", "--windows", "2", "--warmup", "0.2",
+                   "--batch-size", "4", "--size", "128", "--images", "16", "--workers", "1",
+                   "--out", str(out), "--cache", str(cache)])
+    return rc, out, cache, (stdout.getvalue(), stderr.getvalue())
 
 
-def test_bench_outputs_well_formed(bench_run, capsys):
-    rc, out, _ = bench_run
+def test_bench_outputs_well_formed(bench_run):
+    rc, out, _, (printed_out, printed_err) = bench_run
     assert rc == 0
     md = (out / "report.md").read_text()
     res = json.loads((out / "results.json").read_text())
@@ -38,6 +44,7 @@ def test_bench_outputs_well_formed(bench_run, capsys):
             assert r["status"] == "skipped" and "no GPU" in r["reason"], r
             continue
         assert r["status"] == "ok", r
+        assert r["fastload"] == str(Path(fastload.__file__).parent)  # the rows ran this tree
         ips = r["images_per_s"]
         assert 0 < ips["min"] <= ips["median"] <= ips["max"]
         assert len(ips["windows"]) == 2
@@ -56,16 +63,15 @@ def test_bench_outputs_well_formed(bench_run, capsys):
     import matplotlib.pyplot as plt
     img = plt.imread(str(out / "throughput.png"))
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
-    printed = capsys.readouterr()
-    assert "| torch-seed |" in printed.out  # the table, on stdout
-    assert "throughput.png" in printed.err  # the files written
+    assert "| torch-seed |" in printed_out and md in printed_out  # the table, on stdout
+    assert f"{out / 'throughput.png'}" in printed_err  # the files written
 
 
 def test_report_without_matplotlib(bench_run, tmp_path, monkeypatch):
     """matplotlib is the ``bench`` extra: without it the report and the numbers are written,
     and both say what the chart needs."""
     from fastload.bench import report
-    _, out, _ = bench_run
+    _, out, _, _ = bench_run
     res = json.loads((out / "results.json").read_text())
     (tmp_path / "throughput.png").write_bytes(b"an older run's chart")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an absent package looks like
@@ -94,7 +100,7 @@ def test_baseline_geometry_matches_fastload(bench_run):
     from fastload.augment.geometry import transform_instances
     from fastload.augment.params import sample_params
     from fastload.bench.baseline import BaselineDataset
-    _, _, cache = bench_run
+    _, _, cache, _ = bench_run
     src = cache / "synth-coco-16-s0"
     packed = cache / "synth-coco-16-s0.packed"
     cfg = AugmentConfig(out_size=(128, 128), scale=(0.5, 0.6), hflip_prob=0.5)
@@ -114,7 +120,7 @@ def test_baseline_geometry_matches_fastload(bench_run):
 def test_baseline_deterministic_and_epoch_dependent(bench_run):
     from fastload.augment.config import AugmentConfig
     from fastload.bench.baseline import BaselineDataset
-    _, _, cache = bench_run
+    _, _, cache, _ = bench_run
     ds = BaselineDataset(cache / "synth-coco-16-s0", cfg=AugmentConfig(out_size=(64, 64)),
                          targets="python")
     a, b = ds[3], ds[3]
@@ -131,7 +137,7 @@ def test_baseline_image_and_targets_match_fastload_cpu(bench_run):
     from fastload.augment.config import AugmentConfig
     from fastload.bench.baseline import BaselineDataset
     from fastload.loader import TorchDataset
-    _, _, cache = bench_run
+    _, _, cache, _ = bench_run
     cfg = AugmentConfig(out_size=(128, 128), scale=(0.5, 0.6), noise_sigma=(0.0, 0.0),
                         shadow_prob=0.5, hue_deg=(-30.0, 30.0))
     base = BaselineDataset(cache / "synth-coco-16-s0", cfg=cfg, seed=5, targets="python")
