@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.cpu import CpuAugmenter, augment_image, output_dtype
+from fastload.augment.cpu import CpuAugmenter, augment_image
+from fastload.dtypes import output_numpy_dtype
 from fastload.augment.params import sample_params
 from fastload.bench.baseline import pil_numpy_augment
 from fastload.synth.scenes import encode_jpeg, make_scene
@@ -39,7 +40,7 @@ def test_fused_kernel(benchmark):
 
 def test_fused_kernel_float16(benchmark):
     cfg = AugmentConfig(**{**CFG.to_dict(), "dtype": "float16"})
-    out = np.empty((3, 512, 512), output_dtype("float16"))
+    out = np.empty((3, 512, 512), output_numpy_dtype("float16"))
     mask = np.empty((512, 512), np.uint8)
     benchmark(augment_image, IMG, P, cfg, out, mask)
 

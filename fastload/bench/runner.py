@@ -362,8 +362,8 @@ def run_row(a) -> dict:
             finally:
                 try:
                     close()
-                except Exception:
-                    pass
+                except Exception:  # the numbers stand; the row's log keeps the error
+                    print(traceback.format_exc(), file=sys.stderr)
         return {**base, "status": "ok", **res, "peak_rss_mb": mon.peak_rss / 2 ** 20,
                 "peak_pss_mb": (mon.peak_pss / 2 ** 20) or None}
     except Exception as e:
