@@ -104,7 +104,7 @@ def _versions():
                       ("simplejpeg", "simplejpeg")):
         try:
             v[name] = importlib.import_module(mod).__version__
-        except ImportError:
+        except (ImportError, OSError):  # not installed, or its native libraries missing
             v[name] = "-"
     return v
 
