@@ -134,9 +134,9 @@ def row_environment() -> dict:
     env = dict(os.environ)
     here = Path(fastload.__file__).resolve().parent.parent
     sites = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
-    if here not in sites:
-        env["PYTHONPATH"] = os.pathsep.join([str(here)] + ([env["PYTHONPATH"]]
-                                                           if env.get("PYTHONPATH") else []))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in sites and paths[:1] != [str(here)]:
+        env["PYTHONPATH"] = os.pathsep.join([str(here)] + paths)
     return env
 
 
