@@ -3,22 +3,23 @@ scale + translation, letterbox) + hue + shadow + gaussian noise + normalize to f
 
 - fused: fastload's one-pass Numba kernel (fastload.augment.cpu.augment_image);
 - dali_cpu: DALI 2.4 CPU operators warp_affine + hue + noise.gaussian (batch 1, 1 thread;
-  no shadow, no normalize: the chain the issue names);
-- pil_numpy: the baseline a torch Dataset would do: PIL affine (bilinear) + NumPy hue
-  (same YIQ matrix), shadow, noise (numpy Generator.normal), normalize;
+  no shadow, no normalize: the chain measured in DESIGN.md's performance rules);
+- pil_numpy: the baseline a torch Dataset would do, ``fastload.bench.baseline.pil_numpy_augment``
+  (PIL affine, NumPy hue / shadow / noise / normalize; the one baseline of every benchmark);
 - batch of 8 through CpuAugmenter with 1 and 2 threads (GIL release / scaling), and
   decode + augment for the whole per-image CPU path.
 
 Run: python3 -m pytest benchmarks/bench_cpu_backend.py --benchmark-only
-Goal (issue 7): fused at least 5x faster than dali_cpu.
+Goal: fused at least 5x faster than dali_cpu.
 """
 import numpy as np
 import pytest
-from PIL import Image
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.cpu import CpuAugmenter, augment_image, hue_matrix, output_dtype
-from fastload.augment.params import sample_params, shadow_mask
+from fastload.augment.cpu import CpuAugmenter, augment_image
+from fastload.dtypes import output_numpy_dtype
+from fastload.augment.params import sample_params
+from fastload.bench.baseline import pil_numpy_augment
 from fastload.synth.scenes import encode_jpeg, make_scene
 
 CFG = AugmentConfig(out_size=(512, 512), hflip_prob=0.5, rotate_deg=(-15.0, 15.0),
@@ -39,7 +40,7 @@ def test_fused_kernel(benchmark):
 
 def test_fused_kernel_float16(benchmark):
     cfg = AugmentConfig(**{**CFG.to_dict(), "dtype": "float16"})
-    out = np.empty((3, 512, 512), output_dtype("float16"))
+    out = np.empty((3, 512, 512), output_numpy_dtype("float16"))
     mask = np.empty((512, 512), np.uint8)
     benchmark(augment_image, IMG, P, cfg, out, mask)
 
@@ -62,24 +63,8 @@ def test_dali_cpu_warp_hue_noise(benchmark):
     assert out.shape == (512, 512, 3)
 
 
-def _pil_numpy(img, p, cfg, rng):
-    inv = np.linalg.inv(p.matrix.astype(np.float64))
-    # PIL's AFFINE data maps output (x, y) to input with pixel-center convention like ours
-    a, b, c, d, e, f = inv[0, 0], inv[0, 1], inv[0, 2], inv[1, 0], inv[1, 1], inv[1, 2]
-    w = Image.fromarray(img).transform((512, 512), Image.Transform.AFFINE, (a, b, c, d, e, f),
-                                       resample=Image.Resampling.BILINEAR)
-    v = np.asarray(w, np.float32)
-    v = np.clip(v @ hue_matrix(p.hue_deg).T.astype(np.float32), 0, 255)
-    m = shadow_mask(p, 512, 512).astype(bool)
-    v[m] *= p.shadow_darkness
-    v = np.clip(v + rng.normal(0, p.noise_sigma, v.shape).astype(np.float32), 0, 255)
-    v = (v - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
-    return np.ascontiguousarray(v.transpose(2, 0, 1))
-
-
 def test_pil_numpy_baseline(benchmark):
-    rng = np.random.default_rng(0)
-    out = benchmark(_pil_numpy, IMG, P, CFG, rng)
+    out = benchmark(pil_numpy_augment, IMG, P, CFG)
     assert out.shape == (3, 512, 512)
 
 

@@ -1,4 +1,4 @@
-"""Decode one 640x480 JPEG (tools.synth scene, quality 90) to HWC uint8 RGB, per decoder.
+"""Decode one 640x480 JPEG (a ``fastload.synth`` scene, quality 90) to HWC uint8 RGB, per decoder.
 
 Run: python3 -m pytest benchmarks/bench_decode.py --benchmark-only
 The fastest one is what fastload.augment.decode uses (see docs/cpu_backend.md).

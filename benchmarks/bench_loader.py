@@ -7,9 +7,10 @@ CenterNet targets at stride 4, batch 8.
 - ``test_throughput_fastload``: one epoch of fastload.DataLoader (CPU backend here, the
   fused Numba kernel; DALI on a GPU), images/s in ``extra_info``.
 - ``test_throughput_torch_baseline``: the baseline of DESIGN.md on the same data and cores:
-  ``torch.utils.data.DataLoader`` (``num_workers`` = the cores) over a Dataset that decodes
-  with PIL, warps with PIL's affine transform, does hue / shadow / noise / normalize in
-  NumPy and builds the CenterNet targets with the Python-loop reference.
+  ``torch.utils.data.DataLoader`` (``num_workers`` = the cores) over
+  ``fastload.bench.baseline.BaselineDataset`` (the original COCO files: PIL decode, the one
+  PIL/NumPy augmentation ``pil_numpy_augment``, CenterNet targets with the Python-loop
+  reference), the torch-seed row of ``fastload bench``.
 - ``test_data_wait_fraction``: a simulated training loop whose step takes a fixed time on
   the device (``time.sleep`` on the CPU: the host is idle while the device works;
   ``torch.cuda._sleep`` + synchronize on a GPU), sized to 1.2x the loader's measured
@@ -18,21 +19,16 @@ CenterNet targets at stride 4, batch 8.
 
 Run: python3 -m pytest benchmarks/bench_loader.py --benchmark-only -s
 """
-import io
 import math
 import os
 import time
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.geometry import transform_instances_reference
-from fastload.augment.params import sample_params, shadow_mask
-from fastload.loader import DataLoader, collate
-from fastload.targets.reference import centernet_python
+from fastload.bench import baseline
+from fastload.loader import DataLoader
 
 N_IMAGES, BATCH = 32, 8
 CFG = AugmentConfig(out_size=(512, 512))
@@ -40,13 +36,19 @@ THREADS = max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory):
+def data(tmp_path_factory):
+    """(original COCO folder, its pack)."""
     from fastload.packing import pack
     from fastload.synth.datasets import write_dataset
     root = tmp_path_factory.mktemp("bench_loader")
     write_dataset(root / "src", "coco", n_images=N_IMAGES, seed=0, width=640, height=480)
     pack(root / "src", root / "packed", "coco", workers=1, progress=False)
-    return root / "packed"
+    return root / "src", root / "packed"
+
+
+@pytest.fixture(scope="module")
+def packed(data):
+    return data[1]
 
 
 def _epoch(loader):
@@ -67,53 +69,10 @@ def test_throughput_fastload(benchmark, packed):
 
 
 # ---------------------------------------------------------------- the baseline
-_HUE_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
-class BaselineDataset(torch.utils.data.Dataset):
-    """What a torch user writes: PIL decode + PIL affine + NumPy photometric + Python-loop targets."""
-
-    def __init__(self, path):
-        from fastload.store import Dataset
-        self.ds = Dataset(path)
-        self.epoch = 0
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        rec = self.ds[i]
-        p = sample_params(CFG, 0, self.epoch, i, rec.height, rec.width)
-        img = Image.open(io.BytesIO(rec.image_bytes)).convert("RGB")
-        H, W = CFG.out_size
-        inv = np.linalg.inv(p.matrix.astype(np.float64))  # PIL takes output -> input
-        # PIL samples at integer output coords; shift by half a pixel to the continuous convention
-        sh = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-        a = (np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ inv @ sh)[:2].ravel()
-        out = np.asarray(img.transform((W, H), Image.AFFINE, tuple(a), Image.BILINEAR), np.float64)
-        th = np.deg2rad(p.hue_deg)
-        rot = np.array([[1, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]])
-        m = np.linalg.inv(_HUE_YIQ) @ rot @ _HUE_YIQ
-        out = np.clip(out @ m.T, 0, 255)
-        mask = shadow_mask(p, H, W).astype(bool)
-        out[mask] *= p.shadow_darkness
-        out = np.clip(out + np.random.default_rng(p.noise_seed).normal(0, p.noise_sigma, out.shape), 0, 255)
-        out = (out - np.array(CFG.mean)) / np.array(CFG.std)
-        inst = transform_instances_reference(rec, p, CFG.out_size, CFG.min_visible)
-        keep = ~inst.ignore
-        t = centernet_python(inst.boxes[keep] / 4, inst.labels[keep], max(1, len(self.ds.classes)),
-                             H // 4, W // 4)
-        sample = {"image": torch.from_numpy(out.transpose(2, 0, 1).astype(np.float32)),
-                  "index": torch.tensor(i), "boxes": torch.from_numpy(inst.boxes),
-                  "labels": torch.from_numpy(inst.labels.astype(np.int64))}
-        sample.update({k: torch.from_numpy(np.asarray(v)) for k, v in t.items()})
-        return sample
-
-
-def test_throughput_torch_baseline(benchmark, packed):
-    tl = torch.utils.data.DataLoader(BaselineDataset(packed), batch_size=BATCH, shuffle=True,
-                                     num_workers=THREADS, collate_fn=collate,
-                                     persistent_workers=True)
+def test_throughput_torch_baseline(benchmark, data):
+    ds = baseline.BaselineDataset(data[0], cfg=CFG, seed=0, targets="python")
+    tl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=THREADS,
+                                     collate_fn=baseline.collate, persistent_workers=True)
     _epoch(tl)
     n = benchmark.pedantic(_epoch, args=(tl,), rounds=1, iterations=1)
     benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.mean if benchmark.stats else None

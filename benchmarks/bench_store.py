@@ -3,24 +3,20 @@
     python3 -m pytest benchmarks/bench_store.py            # measure
     python3 -m pytest benchmarks/bench_store.py --benchmark-disable -q   # run once
 
-Goals (issue 2): pack >= 1000 images/s of 640x480 JPEG with 2 workers (no decode on the
+Goals: pack >= 1000 images/s of 640x480 JPEG with 2 workers (no decode on the
 way); random reads >= 20,000 records/s on one thread and >= 5x the directory baseline
 (open + read the image file + parse its JSON annotation). Rates are in each case's
 ``extra_info``; compare cases of the same group.
 """
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fastload.packing import pack  # noqa: E402
-from fastload.store import Dataset  # noqa: E402
-from fastload.synth.datasets import write_dataset  # noqa: E402
+from fastload.packing import pack
+from fastload.store import Dataset
+from fastload.synth.datasets import write_dataset
 
 N_IMAGES = 300
 N_READS = 2000

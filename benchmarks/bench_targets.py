@@ -4,24 +4,19 @@
 Each group (``centernet-<objs>obj-<classes>cls``) holds the Python-loop reference
 (the "4 ms" version of DESIGN.md), the NumPy version (the "0.4 ms" fix, a
 transcription of the original CenterNet code) and the Numba kernel writing into
-preallocated outputs (what the loader calls). Goals (issue 3), at 20 objects /
+preallocated outputs (what the loader calls). Goals, at 20 objects /
 1 class: Numba >= 50x the Python loop, >= 5x NumPy, < 50 us per image.
 
 Run: ``python3 -m pytest benchmarks/bench_targets.py --benchmark-columns=mean,median,ops``
 """
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fastload.targets import (alloc_centernet, alloc_fcos, boxes_from_polygons, centernet_into,  # noqa: E402
+from fastload.synth.scenes import random_polygon
+from fastload.targets import (alloc_centernet, alloc_fcos, boxes_from_polygons, centernet_into,
                               fcos_into, instance_masks, semantic_mask)
-from fastload.targets.reference import (centernet_numpy, centernet_python, fcos_reference,  # noqa: E402
+from fastload.targets.reference import (centernet_numpy, centernet_python, fcos_reference,
                                         instance_masks_reference, semantic_mask_reference)
-from fastload.synth.scenes import random_polygon  # noqa: E402
 
 IN_SIZE = 512
 STRIDE = 4

@@ -3,7 +3,9 @@
 Benchmark files are named ``bench_*.py`` (functions ``test_*``) so that the unit-test run
 (``testpaths = tests``) never picks them up; the hook below collects them when
 ``benchmarks/`` (or a folder in it) is given to pytest. A file named explicitly on the
-command line is collected by pytest itself. See docs/bench.md.
+command line is collected by pytest itself. The checkout's root is on ``sys.path``
+(``pythonpath = .`` in setup.cfg), so the benchmarks measure this tree's fastload. See
+docs/bench.md.
 
 Fixtures (session-scoped, built once):
 - ``bench_scene``: a synthetic 640x480 scene (``fastload.synth.scenes.make_scene``, seed 0);
@@ -14,15 +16,8 @@ Fixtures (session-scoped, built once):
   folder with ``annotations/instances.json`` and ``images/``.
 - ``bench_packed``: that dataset packed by ``fastload.packing.pack`` (LMDB shards + manifest).
 """
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # fastload and tools/ importable from a checkout
 
 BENCH_IMAGES = 64
 

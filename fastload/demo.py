@@ -4,8 +4,9 @@
 
 Writes ``DIR/src`` (COCO JSON + 640x480 JPEGs from :mod:`fastload.synth`), packs it
 into ``DIR/packed``, prints ``fastload info``, and iterates two epochs of
-``fastload.DataLoader(DIR/packed, batch_size=8, device="cpu")`` (the first includes the
-one-time Numba compilation on a fresh install).
+``fastload.DataLoader(DIR/packed, batch_size=8, device="cpu")``. On a fresh install the first
+epoch includes the one-time compilation of fastload's Numba kernels (cached beside the
+installed modules for later runs), so it is slow only then.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def run_demo(directory=None, n: int = 64, keypoints: bool = False, out=print) ->
         for batch in loader:
             n_img += int(batch["image"].shape[0])
         dt = time.perf_counter() - t0
-        note = (" (includes the one-time Numba compilation of a fresh install; cached afterwards)"
-                if epoch == 0 else "")
+        note = (" (on a fresh install, this includes the one-time Numba compilation, "
+                "cached for later runs)" if epoch == 0 else "")
         out(f"epoch {epoch}: {n_img} images in {dt:.2f} s, {n_img / max(dt, 1e-9):.0f} images/s, "
             f"batch image {tuple(batch['image'].shape)} {batch['image'].dtype}{note}")
     return 0

@@ -32,12 +32,9 @@ TITLE_H = 16
 
 def denormalize(image, cfg) -> np.ndarray:
     """(3,H,W) loader output (tensor or array, any configured dtype) -> HWC uint8 RGB."""
-    try:
-        import torch
-        if isinstance(image, torch.Tensor):
-            image = image.detach().float().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    import torch
+    if isinstance(image, torch.Tensor):  # float() first: NumPy has no bfloat16
+        image = image.detach().float().cpu().numpy()
     a = np.asarray(image, np.float32)
     if cfg is not None and cfg.dtype != "uint8":
         a = a * np.asarray(cfg.std, np.float32)[:, None, None] + np.asarray(cfg.mean, np.float32)[:, None, None]
@@ -45,18 +42,15 @@ def denormalize(image, cfg) -> np.ndarray:
 
 
 def _np(x):
-    try:
-        import torch
-        if isinstance(x, torch.Tensor):
-            return x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    import torch
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
 def sample_overlays(batch: dict, b: int) -> dict:
-    """Pull sample ``b``'s annotations out of a batch dict as plain NumPy (see BRIEF of the
-    batch layout in docs/loader.md): polygons as a list of (label, (N,2) array), boxes (n,4),
+    """Pull sample ``b``'s annotations out of a batch dict as plain NumPy (the batch layout:
+    docs/loader.md, "The batch dict"): polygons as a list of (label, (N,2) array), boxes (n,4),
     labels (n,), keypoints (n,K,3) or None, heatmap (h,w) or None, semantic (h,w) or None."""
     n = int(_np(batch["num_instances"])[b]) if "num_instances" in batch else 0
     labels = _np(batch["labels"])[b, :n] if "labels" in batch else np.zeros(0, np.int64)
@@ -163,15 +157,15 @@ def render_batch(batch: dict, cfg, titles: Sequence[str], tile: int = 256, cols:
     return grid
 
 
-def render(source, n: int = 16, seed: int = 0, epoch: int = 0, augment=None, raw: bool = False,
-           targets=("centernet",), tile: int = 256, cols: int = 4, shuffle: bool = False,
-           heat: bool = True) -> Image.Image:
+def render(source, n: int = 16, seed: Optional[int] = None, epoch: int = 0, augment=None,
+           raw: bool = False, targets=("centernet",), tile: int = 256, cols: int = 4,
+           shuffle: bool = False, heat: bool = True) -> Image.Image:
     """Render ``n`` samples as the loader produces them; returns a PIL image.
 
     ``source``: a packed dataset path, a :class:`fastload.Dataset`, or a
-    :class:`fastload.DataLoader` (then its dataset, seed, augmentation and targets are used
-    unless given here). ``raw``: the same samples with every augmentation off (same output
-    size), for comparison.
+    :class:`fastload.DataLoader` (then its dataset, and its seed and augmentation unless given
+    here; ``seed`` defaults to 0 otherwise). ``targets``: what to compute and overlay.
+    ``raw``: the same samples with every augmentation off (same output size), for comparison.
     """
     from fastload.augment.config import AugmentConfig
     from fastload.loader import DataLoader
@@ -185,6 +179,7 @@ def render(source, n: int = 16, seed: int = 0, epoch: int = 0, augment=None, raw
         ds = source
     else:
         ds = Dataset(source)
+    seed = 0 if seed is None else seed
     cfg = augment or AugmentConfig()
     if raw:
         cfg = AugmentConfig.off(out_size=cfg.out_size, keep_aspect=cfg.keep_aspect, mean=cfg.mean,

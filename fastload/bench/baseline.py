@@ -1,29 +1,36 @@
 """The baselines: the input pipeline of the problem in DESIGN.md, written the way a user
 would write it with ``torch.utils.data``.
 
+:func:`pil_numpy_augment` is THE PIL/NumPy augmentation baseline: ``fastload bench``'s torch
+rows and every micro-benchmark under ``benchmarks/`` use it. With the SAME per-sample
+parameters fastload uses (``sample_params(cfg, seed, epoch, index, h, w)``, so the work is
+identical), it does:
+
+1. warp: one ``Image.transform(AFFINE, M^-1 2x3, BILINEAR, fillcolor=pad)``. PIL maps each
+   output pixel center (j+0.5, i+0.5) through the coefficients and samples its input with
+   pixel centers at +0.5 too, i.e. DESIGN.md's continuous coordinates, like DALI
+   ``warp_affine``: the inverse matrix is passed as it is, with no half-pixel shift
+   (tests/bench/test_baseline.py checks it against fastload's reference);
+2. hue: DALI's ``fn.hue`` as one 3x3 RGB matrix product per pixel (float32), the matrix of
+   :func:`fastload.augment.params.hue_matrix` (the one definition: RGB -> YIQ, rotate
+   (I, Q), back), clipped to [0, 255];
+3. shadow: a PIL ``ImageDraw.polygon`` mask ('L' image, full output resolution) of the
+   shadow polygons, then a NumPy multiply by ``shadow_darkness`` inside the mask;
+4. gaussian noise: ``np.random.default_rng(noise_seed).normal(0, sigma, shape)`` (float64,
+   as users write it; fastload's counter-based noise differs pixel by pixel, not in law),
+   add, clip to [0, 255];
+5. normalize ``(v - mean) / std``, HWC -> CHW.
+
 ``BaselineDataset`` is a map-style ``torch.utils.data.Dataset`` over the ORIGINAL image
 files and the COCO annotation JSON (the same files ``fastload pack`` packs). Per sample,
-``__getitem__`` does, with the SAME per-sample parameters fastload uses
-(``sample_params(cfg, seed, epoch, index, h, w)``, so the work is identical):
-
-1. PIL decode (``Image.open(...).convert("RGB")``);
-2. warp: one ``Image.transform(AFFINE, M^-1 2x3, BILINEAR, fillcolor=pad)``. PIL maps output
-   pixel centers (j+0.5, i+0.5) through the inverse matrix, i.e. DESIGN.md's continuous
-   coordinates, like DALI ``warp_affine``;
-3. hue: DALI's semantics done in NumPy, the way a user copies it: float32 RGB -> YIQ,
-   rotate (I, Q) by ``hue_deg``, back to RGB, as one 3x3 matrix product per pixel;
-4. shadow: a PIL ``ImageDraw.polygon`` mask ('L' image, full output resolution) per
-   polygon, then a NumPy multiply by ``shadow_darkness`` inside the mask;
-5. gaussian noise: ``np.random.default_rng(noise_seed).normal(0, sigma, shape)`` (float64,
-   as users write it), add, clip to [0, 255];
-6. normalize ``(v - mean) / std``, HWC -> CHW, ``torch.from_numpy``.
-
-Annotations: the COCO polygons become ``(n, 1, 2)`` float32 arrays (the OpenCV contour
-layout of the original code), moved by the matrix in NumPy, clipped to the frame; the
-box of an instance is the min/max of its clipped points; instances whose clipped box
-keeps less than ``cfg.min_visible`` of the unclipped box area are dropped. CenterNet
-targets at stride 4 come from ``centernet_python`` (row "torch-seed": Python loops)
-or ``centernet_numpy`` (row "torch-numpy").
+``__getitem__`` decodes with PIL (``Image.open(...).convert("RGB")``), augments with
+:func:`pil_numpy_augment` and builds the targets:
+the COCO polygons become ``(n, 1, 2)`` float32 arrays (the OpenCV contour layout of the
+original code), moved by the matrix in NumPy, clipped to the frame; the box of an instance
+is the min/max of its clipped points; instances whose clipped box keeps less than
+``cfg.min_visible`` of the unclipped box area are dropped. CenterNet targets at stride 4
+come from ``centernet_python`` (row "torch-seed": Python loops) or ``centernet_numpy``
+(row "torch-numpy").
 
 Sample order = images sorted by COCO id, classes = categories sorted by id (what
 ``fastload pack`` stores), so index ``i`` gets the same ``sample_params`` as fastload's
@@ -38,32 +45,60 @@ Also usable from pytest-benchmark: ``ds = BaselineDataset(...); benchmark(ds.__g
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.params import sample_params
-from fastload.bench.data import BaselineError, find_coco  # noqa: F401 (re-exported)
+from fastload.augment.params import hue_matrix, sample_params
+from fastload.bench.data import BaselineError, find_coco
+from fastload.dtypes import output_torch_dtype
 
 STRIDE = 4
 MAX_OBJS = 128
 
 
-def _yiq_hue_matrix(hue_deg: float) -> np.ndarray:
-    """3x3 RGB->RGB matrix: to YIQ, rotate (I, Q) by hue_deg, back (DALI ``fn.hue``'s
-    matrices and sign, as a user copies them from DALI's documentation/source)."""
-    rgb2yiq = np.array([[0.299, 0.587, 0.114],
-                        [0.596, -0.274, -0.321],
-                        [0.211, -0.523, 0.311]], np.float32)
-    yiq2rgb = np.linalg.inv(rgb2yiq).astype(np.float32)
-    c, s = math.cos(math.radians(hue_deg)), math.sin(math.radians(hue_deg))
-    rot = np.array([[1, 0, 0], [0, c, s], [0, -s, c]], np.float32)  # I' = cI + sQ, Q' = -sI + cQ
-    return (yiq2rgb @ rot @ rgb2yiq).astype(np.float32)
+def pil_numpy_augment(image: Union[Image.Image, np.ndarray], params, cfg: AugmentConfig
+                      ) -> np.ndarray:
+    """The PIL/NumPy augmentation baseline (module docstring, steps 1-5) of one image.
+
+    ``image``: a PIL RGB image (as ``Image.open(...).convert("RGB")`` gives it) or an HWC
+    uint8 RGB array; ``params``: its ``SampleParams`` (source -> output matrix in continuous
+    coordinates, hue, shadow, noise). Returns a C-contiguous (3, H, W) array: float32
+    normalized by ``cfg.mean``/``cfg.std``, or uint8 (rounded, not normalized) when
+    ``cfg.dtype`` is ``"uint8"``; float16/bfloat16 are the caller's conversion (torch).
+    """
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.ascontiguousarray(image, np.uint8), "RGB")
+    H, W = cfg.out_size
+    inv = np.linalg.inv(np.asarray(params.matrix, np.float64))
+    pad = int(round(cfg.pad_value))
+    # 1. one affine warp (flip + rotate + scale + translate + fit), output -> input map
+    warped = image.transform((W, H), Image.AFFINE, data=tuple(inv[:2].reshape(-1)),
+                             resample=Image.BILINEAR, fillcolor=(pad, pad, pad))
+    a = np.asarray(warped, np.float32)
+    # 2. hue (DALI's matrix), clipped like DALI's uint8 output
+    if params.hue_deg != 0.0:
+        a = np.clip(a @ hue_matrix(params.hue_deg).astype(np.float32).T, 0, 255)
+    # 3. shadow: a PIL-drawn mask, multiplied in NumPy
+    if params.shadow_polygons and params.shadow_darkness != 1.0:
+        mask_image = Image.new("L", (W, H), 0)
+        draw = ImageDraw.Draw(mask_image)
+        for poly in params.shadow_polygons:
+            draw.polygon([tuple(map(float, v)) for v in np.asarray(poly)], fill=1)
+        a[np.asarray(mask_image, bool)] *= params.shadow_darkness
+    # 4. noise
+    if params.noise_sigma > 0:
+        a = a + np.random.default_rng(params.noise_seed).normal(0.0, params.noise_sigma, a.shape)
+    a = np.clip(a, 0, 255)
+    # 5. normalize, CHW
+    if cfg.dtype == "uint8":
+        return np.ascontiguousarray(np.rint(a).astype(np.uint8).transpose(2, 0, 1))
+    a = (a - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1), np.float32)
 
 
 def move_polygons(polys, matrix: np.ndarray, out_h: int, out_w: int):
@@ -116,7 +151,6 @@ class BaselineDataset(torch.utils.data.Dataset):
                 by_image[ann["image_id"]].append((cat_index[ann["category_id"]], polys))
         self.anns = [by_image[im["id"]] for im in self.images]
         from fastload.targets import reference
-        self._params = sample_params
         self._centernet = (reference.centernet_python if targets == "python"
                            else reference.centernet_numpy)
 
@@ -138,41 +172,8 @@ class BaselineDataset(torch.utils.data.Dataset):
         except OSError as e:
             raise BaselineError(f"sample {index}: cannot decode {path}: {e}") from None
         w0, h0 = img.size
-        p = self._params(cfg, self.seed, epoch, index, h0, w0)
-        m = np.asarray(p.matrix, np.float64)
-        inv = np.linalg.inv(m)
-        # 1. one affine warp (flip + rotate + scale + translate + fit)
-        pad = int(round(cfg.pad_value))
-        img = img.transform((W, H), Image.AFFINE, data=tuple(inv[:2].reshape(-1)),
-                            resample=Image.BILINEAR, fillcolor=(pad, pad, pad))
-        # 2. shadow mask drawn with PIL, applied after hue (below)
-        shadow = None
-        if p.shadow_polygons and p.shadow_darkness != 1.0:
-            sm = Image.new("L", (W, H), 0)
-            dr = ImageDraw.Draw(sm)
-            for poly in p.shadow_polygons:
-                dr.polygon([tuple(map(float, v)) for v in np.asarray(poly)], fill=1)
-            shadow = np.asarray(sm, bool)
-        a = np.asarray(img, np.float32)
-        # 3. hue in YIQ
-        if p.hue_deg != 0.0:
-            a = a @ _yiq_hue_matrix(p.hue_deg).T
-        # 4. shadow
-        if shadow is not None:
-            a[shadow] *= p.shadow_darkness
-        # 5. noise
-        if p.noise_sigma > 0:
-            a = a + np.random.default_rng(p.noise_seed).normal(0.0, p.noise_sigma, a.shape)
-        a = np.clip(a, 0, 255)
-        # 6. normalize, CHW
-        if cfg.dtype == "uint8":
-            chw = np.ascontiguousarray(np.rint(a).astype(np.uint8).transpose(2, 0, 1))
-            image = torch.from_numpy(chw)
-        else:
-            a = (a - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
-            image = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), np.float32))
-            if cfg.dtype != "float32":
-                image = image.to(getattr(torch, cfg.dtype))
+        p = sample_params(cfg, self.seed, epoch, index, h0, w0)
+        image = torch.from_numpy(pil_numpy_augment(img, p, cfg)).to(output_torch_dtype(cfg.dtype))
         # annotations: move (n,1,2) polygons by the matrix, clip, boxes
         boxes, labels = [], []
         for lab, polys in self.anns[index]:

@@ -1,9 +1,14 @@
 """Render `fastload bench` results: the Markdown table (stdout and ``report.md``), the raw
-numbers (``results.json``) and a bar chart (``throughput.png``, matplotlib Agg)."""
+numbers (``results.json``) and a bar chart (``throughput.png``, matplotlib Agg; matplotlib
+comes with the ``bench`` extra: without it the report says so and the rest is written)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from fastload.optional import MissingDependency, require
+
+CHART = "throughput.png"
 
 
 def _fmt(v, spec):
@@ -45,7 +50,7 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
-GOALS = [  # (row, reference row, minimum ratio row/reference, text) from issue 6
+GOALS = [  # (row, reference row, minimum ratio row/reference, text): what fastload aims at
     ("fastload-cpu", "torch-seed", 2.0, "fastload-cpu >= 2x torch-seed"),
     ("fastload-cpu", "torch-numpy", 1.5, "fastload-cpu >= 1.5x torch-numpy"),
     ("fastload-gpu", "torch-seed", 10.0, "fastload-gpu >= 10x torch-seed"),
@@ -54,7 +59,7 @@ GOALS = [  # (row, reference row, minimum ratio row/reference, text) from issue 
 
 
 def goals(rows) -> list:
-    """[(text, ratio or None, met or None)] for the issue's goals, from this run's medians."""
+    """[(text, ratio or None, met or None)] for each of :data:`GOALS`, from this run's medians."""
     med = {r["row"]: r["images_per_s"]["median"] for r in rows if r.get("status") == "ok"}
     out = []
     for row, ref, need, text in GOALS:
@@ -95,7 +100,8 @@ def markdown(results) -> str:
 
 
 def chart(results, path) -> None:
-    import matplotlib
+    """Draw the bar chart into ``path`` (PNG). Raises ``MissingDependency`` without matplotlib."""
+    matplotlib = require("matplotlib", extra="bench", what="the bench chart")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = results["rows"]
@@ -127,15 +133,28 @@ def chart(results, path) -> None:
     plt.close(fig)
 
 
-def write_all(results, out_dir) -> str:
-    """Write report.md, results.json, throughput.png into ``out_dir``; return the Markdown."""
+def write_all(results, out_dir) -> tuple:
+    """Write report.md, results.json and the chart into ``out_dir``.
+
+    Returns ``(markdown, written)``: the report's text and the paths written. Without
+    matplotlib there is no chart; ``report.md`` and ``results.json`` say why (``chart``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)
     results["ratios_to_torch_seed"] = ratios(results["rows"])
     results["goals"] = [{"goal": t, "ratio": q, "met": m} for t, q, m in goals(results["rows"])]
+    png = out / CHART
+    png.unlink(missing_ok=True)  # never leave an older run's chart beside this report
+    try:
+        chart(results, png)
+        results["chart"] = CHART
+    except MissingDependency as e:
+        results["chart"] = f"not drawn: {e}"
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     md = markdown(results)
+    if results["chart"] != CHART:
+        md += f"\nChart {results['chart']}\n"
     (out / "report.md").write_text(md)
-    chart(results, out / "throughput.png")
-    return md
+    written = [out / "report.md", out / "results.json"] + ([png] if png.exists() else [])
+    return md, written

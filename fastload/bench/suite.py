@@ -11,20 +11,22 @@ existing pack of it.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import platform
 import shlex
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import fastload
 from fastload.bench.runner import GPU_ROWS, LABELS, ROWS_ALL
 
-DEFAULT_ROWS = "torch-seed,torch-numpy,fastload-cpu,fastload-gpu,bounds"
 BOUNDS = ["bound-lmdb", "bound-decode", "bound-nvjpeg"]
 
 
@@ -77,21 +79,16 @@ def generate_synthetic(root: Path, n_images: int, seed: int) -> Path:
 
 
 def pack_dataset(src: Path, out: Path, workers: int):
-    """Pack ``src`` (COCO) into ``out`` unless already there; -> (path or None, error)."""
+    """Pack ``src`` (COCO) into ``out`` unless already there; -> (path or None, error). A pack
+    that fails does not stop the command: the rows that need it say why they did not run."""
     if (out / "manifest.json").exists():
         return out, None
-    try:
-        from fastload.packing import pack
-    except Exception as e:
-        return None, f"fastload.pack import failed: {type(e).__name__}: {e}"
+    from fastload.packing import pack
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        try:
-            pack(src, tmp, format="coco", workers=workers, progress=False)
-        except TypeError:
-            pack(src, tmp, format="coco", workers=workers)
-    except Exception as e:
+        pack(src, tmp, format="coco", workers=workers, progress=False)
+    except Exception as e:  # reported in the fastload rows' reason; the torch rows still run
         shutil.rmtree(tmp, ignore_errors=True)
         return None, f"pack failed: {type(e).__name__}: {e}"
     shutil.rmtree(out, ignore_errors=True)
@@ -100,16 +97,14 @@ def pack_dataset(src: Path, out: Path, workers: int):
 
 
 def _versions():
-    v = {}
-    for name, mod in (("python", None), ("fastload", "fastload"), ("torch", "torch"),
-                      ("dali", "nvidia.dali"), ("numba", "numba"), ("numpy", "numpy"),
-                      ("pillow", "PIL"), ("simplejpeg", "simplejpeg")):
-        if mod is None:
-            v[name] = platform.python_version()
-            continue
+    """Versions of Python and the libraries the rows use ("-": an optional one not installed)."""
+    v = {"python": platform.python_version()}
+    for name, mod in (("fastload", "fastload"), ("torch", "torch"), ("dali", "nvidia.dali"),
+                      ("numba", "numba"), ("numpy", "numpy"), ("pillow", "PIL"),
+                      ("simplejpeg", "simplejpeg")):
         try:
-            v[name] = __import__(mod, fromlist=["__version__"]).__version__
-        except Exception:
+            v[name] = importlib.import_module(mod).__version__
+        except (ImportError, OSError):  # not installed, or its native libraries missing
             v[name] = "-"
     return v
 
@@ -125,11 +120,24 @@ def _cpu_model():
 
 
 def _gpu_name():
-    try:
-        import torch
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    except Exception:
-        return None
+    import torch
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def row_environment() -> dict:
+    """The environment of a row's process, which must import the fastload this process runs.
+
+    An installed fastload (in a site directory) is what any interpreter of this environment
+    imports. One imported from elsewhere (a checkout put on ``sys.path`` in-process, as
+    pytest's ``pythonpath`` does) has its parent folder put first on ``PYTHONPATH``.
+    """
+    env = dict(os.environ)
+    here = Path(fastload.__file__).resolve().parent.parent
+    sites = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in sites and paths[:1] != [str(here)]:
+        env["PYTHONPATH"] = os.pathsep.join([str(here)] + paths)
+    return env
 
 
 def _run_row(row, args, data, packed, packed_error, step_ms, logdir, bar):
@@ -146,11 +154,7 @@ def _run_row(row, args, data, packed, packed_error, step_ms, logdir, bar):
         cmd += ["--packed-error", packed_error]
     if step_ms is not None:
         cmd += ["--step-ms", str(step_ms)]
-    env = dict(os.environ)
-    # the rows import the same fastload as this process (a checkout run without installing)
-    pkg_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + ([env["PYTHONPATH"]]
-                                                        if env.get("PYTHONPATH") else []))
+    env = row_environment()
     limit = args.warmup + 4 * args.seconds + 240
     t0 = time.monotonic()
     with open(logdir / f"{row}.log", "w") as log:
@@ -267,8 +271,8 @@ def run(args) -> int:
     results["meta"]["step_ms"] = step_ms
     results["meta"]["step_source"] = step_source
     results["meta"]["total_s"] = time.monotonic() - t_start
-    md = report.write_all(results, out)
+    md, written = report.write_all(results, out)
     print(md)
-    print(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'throughput.png'} "
-          f"in {results['meta']['total_s']:.0f} s", file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written))} in {results['meta']['total_s']:.0f} s",
+          file=sys.stderr)
     return 0

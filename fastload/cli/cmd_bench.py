@@ -14,7 +14,8 @@ def add_parser(subparsers):
                     "after another: torch-seed (torch DataLoader, PIL/NumPy augmentations, "
                     "Python-loop CenterNet targets), torch-numpy (NumPy targets), fastload-cpu, "
                     "fastload-gpu (CUDA only) and the bounds (LMDB reads alone, JPEG decode "
-                    "alone). Writes OUT/report.md, OUT/results.json, OUT/throughput.png.")
+                    "alone). Writes OUT/report.md, OUT/results.json and, with fastload[bench] "
+                    "(matplotlib), the chart OUT/throughput.png.")
     p.add_argument("dataset", nargs="?", default=None, metavar="DATASET",
                    help="an ORIGINAL COCO dataset (folder with the JSON and images, or the JSON); "
                         "default: a synthetic one generated once into the cache")
@@ -28,7 +29,7 @@ def add_parser(subparsers):
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                    help="torch worker processes / fastload threads / decode threads "
                         "(default: all cores)")
-    p.add_argument("--rows", default="torch-seed,torch-numpy,fastload-cpu,fastload-gpu,bounds",
+    p.add_argument("--rows", default=bench.DEFAULT_ROWS,
                    help="comma-separated rows: torch-seed, torch-numpy, fastload-cpu, fastload-gpu, "
                         "bounds (= bound-lmdb, bound-decode, bound-nvjpeg)")
     p.add_argument("--out", default="bench-out", help="output folder (default ./bench-out)")

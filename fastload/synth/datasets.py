@@ -5,13 +5,14 @@
 Images are real JPEG files of realistic size and content (``fastload.synth.scenes.make_scene``);
 polygons are written with full float32 precision, so a pack round trip must give back
 exactly the scene's vertices. COCO is written here; labelme / VIA / YOLO / masks are
-dispatched to ``fastload.synth.formats.write_<fmt>(root, scenes, **kw)`` (``keypoints`` passed
-only to writers that take it).
+dispatched to ``fastload.synth.formats.write_<fmt>(root, scenes, **kw)``. Keypoints exist
+in the COCO format only.
 
 COCO layout: ``root/annotations/instances.json`` + ``root/images/NNNNNN.jpg``; image ids
 are ``1000 + 7 * i`` (not contiguous, not equal to positions), annotation ids from 1.
 
-CLI: ``python3 tools/synth_dataset.py OUT --format coco --n 200 [--keypoints]``
+CLI: ``python3 -m fastload.synth.datasets OUT --format coco --n 200 [--keypoints]`` (in a
+checkout also ``python3 tools/synth_dataset.py ...``).
 """
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def write_dataset(root, fmt: str, n_images: int = 8, seed: int = 0, width: int =
     (ground truth for round-trip tests: ``scenes[i]`` is the i-th image in sorted order)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if keypoints and fmt != "coco":
+        raise ValueError(f"keypoints are written in the COCO format only, not {fmt!r}")
     scene_kw = {k: kw.pop(k) for k in ("n_instances", "num_classes", "multipart_prob",
                                        "unique_colors") if k in kw}
     scenes = make_scenes(n_images, seed, width, height, keypoints, **scene_kw)
@@ -109,14 +112,8 @@ def write_dataset(root, fmt: str, n_images: int = 8, seed: int = 0, width: int =
     if fmt == "coco":
         write_coco(root, scenes, keypoints=keypoints, **kw)
     else:
-        import inspect
-
         from fastload.synth import formats as more
-        writer = getattr(more, f"write_{fmt}")
-        params = inspect.signature(writer).parameters
-        if "keypoints" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kw["keypoints"] = keypoints
-        writer(root, scenes, **kw)
+        getattr(more, f"write_{fmt}")(root, scenes, **kw)
     return scenes
 
 
@@ -131,8 +128,15 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--keypoints", action="store_true")
     a = p.parse_args(argv)
-    scenes = write_dataset(a.out, a.format, a.n, a.seed, a.width, a.height, a.keypoints)
+    try:
+        scenes = write_dataset(a.out, a.format, a.n, a.seed, a.width, a.height, a.keypoints)
+    except ValueError as e:
+        p.error(str(e))
     print(f"wrote {len(scenes)} images ({sum(len(s.instances) for s in scenes)} instances) "
           f"as {a.format} to {a.out}")
     return 0
 
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
