@@ -105,11 +105,11 @@ def test_shard_writer_grows_map(tmp_path):
     for v in vals:
         w.append(v)
     entry = w.close()
-    assert entry["count"] == 200 and entry["bytes"] == sum(map(len, vals))
+    assert entry.count == 200 and entry.bytes == sum(map(len, vals))
     h = hashlib.blake2b(digest_size=32)  # the documented definition, written out
     for v in vals:
         h.update(hashlib.blake2b(v, digest_size=16).digest())
-    assert entry["blake2b"] == h.hexdigest()
+    assert entry.blake2b == h.hexdigest()
     assert not (tmp_path / "s.lmdb-lock").exists()
     env = lmdb.open(str(tmp_path / "s.lmdb"), subdir=False, readonly=True, lock=False)
     with env.begin() as txn:
@@ -135,7 +135,7 @@ def _rewrite(out, shard_file, j, value, fix_manifest):
         ds = Dataset(out)
         for s, e in enumerate(m["shards"]):
             h, n = ShardHash(), 0
-            with ds._env(s).begin() as txn:
+            with ds.shard_env(s).begin() as txn:
                 for _, v in txn.cursor():
                     h.update(v)
                     n += len(v)
