@@ -20,7 +20,8 @@ fails under ``strict``):
 
 The per-part checks and the clipping are one Numba kernel (:func:`validate_parts`, the
 pack hot path) with a slow, obvious twin (:func:`validate_parts_reference`); record boxes
-come from :func:`fastload.targets.boxes.boxes_from_polygons` (the one polygon-box helper).
+come from :func:`fastload.targets.boxes.fill_instance_boxes` (built on ``vertex_box``, the
+one polygon-box helper).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from numba import njit
 from fastload.formats.base import Problem, SourceSample
 from fastload.record import FLAG_CROWD, FLAG_IGNORE, Record
 from fastload.store import record_digest
-from fastload.targets.boxes import boxes_from_polygons
+from fastload.targets.boxes import fill_instance_boxes
 
 #: vertices up to this many pixels outside the image are clipped; further is an error
 OVERSHOOT = 2.0
@@ -323,7 +324,8 @@ def prepare_sample(sample: SourceSample, index: int, num_classes: int,
     parts_per_inst = np.bincount(part_inst[keep_part], minlength=n_inst)[kept]
     inst_parts = np.zeros(len(kept) + 1, np.int32)
     np.cumsum(parts_per_inst, out=inst_parts[1:])
-    bboxes = boxes_from_polygons(points, part_offsets, inst_parts)
+    bboxes = np.empty((len(kept), 4), np.float32)
+    fill_instance_boxes(points, part_offsets, inst_parts, bboxes)
     kps = None
     if has_kp or (num_keypoints and len(kept)):
         K = num_keypoints or max(a.shape[0] for a in kps_list if a is not None)
