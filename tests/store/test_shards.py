@@ -2,7 +2,6 @@ import errno
 import hashlib
 
 import lmdb
-import pytest
 
 from fastload.store import ShardEntry, ShardHash, ShardWriter, StoreError, encode_key, record_digest
 from fastload.store.shards import decode_key, write_error
