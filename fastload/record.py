@@ -161,7 +161,7 @@ class Record:
             m = msgpack.unpackb(buf, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several types
             raise RecordError(f"record is not valid msgpack: {e}") from None
-        if not isinstance(m, dict) or "v" not in m:
+        if not isinstance(m, dict) or not isinstance(m.get("v"), int):
             raise RecordError("record has no version field")
         if m["v"] > RECORD_VERSION:
             raise RecordError(f"record version {m['v']} is newer than this fastload supports "
@@ -171,7 +171,7 @@ class Record:
             kps = None
             if "kps" in m:
                 kps = np.frombuffer(m["kps"], "<f4").reshape(n_inst, m["nk"], 3)
-            return cls(
+            rec = cls(
                 id=m["id"], file_name=m["file"], image_bytes=m["img"], image_format=m["fmt"],
                 height=m["h"], width=m["w"],
                 points=np.frombuffer(m["pts"], "<f4").reshape(-1, 2),
@@ -184,3 +184,24 @@ class Record:
             )
         except (KeyError, ValueError, TypeError) as e:
             raise RecordError(f"record fields are malformed: {e}") from None
+        why = _layout_problem(rec)
+        if why is not None:
+            raise RecordError(f"record {rec.id} ({rec.file_name}): {why}")
+        return rec
+
+
+def _layout_problem(rec: Record) -> Optional[str]:
+    """Why the flat arrays do not describe polygons (offsets that would index past the
+    arrays in the Numba kernels), or None. A few comparisons on small arrays."""
+    po, ip = rec.part_offsets, rec.inst_parts
+    n_inst = rec.labels.shape[0]
+    if po.shape[0] < 1 or po[0] != 0 or po[-1] != rec.points.shape[0] or (np.diff(po) < 0).any():
+        return (f"part_offsets do not split the {rec.points.shape[0]} points (they must rise "
+                f"from 0 to the point count)")
+    if ip.shape[0] != n_inst + 1 or ip[0] != 0 or ip[-1] != po.shape[0] - 1 or \
+            (np.diff(ip) < 0).any():
+        return (f"inst_parts do not split the {po.shape[0] - 1} parts among {n_inst} "
+                f"instances")
+    if rec.bboxes.shape[0] != n_inst or rec.flags.shape[0] != n_inst:
+        return f"{rec.bboxes.shape[0]} boxes and {rec.flags.shape[0]} flags for {n_inst} instances"
+    return None

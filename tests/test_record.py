@@ -71,3 +71,27 @@ def test_malformed_arrays(rng):
     del m["img"]
     with pytest.raises(RecordError):
         Record.decode(msgpack.packb(m, use_bin_type=True))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("poff", np.array([0, 5, 3], "<i4"), "part_offsets"),          # decreasing
+    ("poff", np.array([0, 10**6], "<i4"), "part_offsets"),         # past the points
+    ("iparts", np.array([0, 1], "<i4"), "inst_parts"),             # not one entry per instance
+    ("iparts", np.array([0, 1, 2, 3, 99], "<i4"), "inst_parts"),   # past the parts
+    ("flg", np.zeros(3, "u1"), "flags"),
+])
+def test_inconsistent_layout_refused(rng, field, value, match):
+    """Offsets that would index past the arrays never reach the Numba kernels."""
+    rec, _ = _record(rng)
+    m = msgpack.unpackb(rec.encode(), raw=False)
+    m[field] = value.tobytes()
+    with pytest.raises(RecordError, match=f"record 77 \\(a/b.jpg\\): .*{match}"):
+        Record.decode(msgpack.packb(m, use_bin_type=True))
+
+
+def test_version_must_be_a_number(rng):
+    rec, _ = _record(rng)
+    m = msgpack.unpackb(rec.encode(), raw=False)
+    m["v"] = "1"
+    with pytest.raises(RecordError, match="version"):
+        Record.decode(msgpack.packb(m, use_bin_type=True))

@@ -7,12 +7,12 @@ import time
 
 
 def _cmd_verify(args) -> int:
-    from fastload.store import load_manifest, verify
+    from fastload.store import Manifest, verify
     t0 = time.perf_counter()
     problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet)
     for p in problems:
         print(p)
-    n = sum(int(e["count"]) for e in load_manifest(args.dataset, check_files=False)["shards"])
+    n = Manifest.load(args.dataset, check_files=False).num_records
     if problems:
         print(f"verify: {len(problems)} problem(s) in {n} records", file=sys.stderr)
         return 1

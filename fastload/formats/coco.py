@@ -1,25 +1,26 @@
 """COCO instances / person-keypoints JSON plus an image folder.
 
-``src`` is either the annotation JSON file, or a folder holding exactly one ``*.json``
-(directly or in ``annotations/``). The image folder is ``images=DIR`` when given
-(``fastload pack --images DIR``), otherwise the first of these that contains the first
-image's ``file_name``: the JSON's folder, its parent, ``images/`` beside either, and
-``<parent>/<split>`` for a JSON named ``*_<split>.json`` (``annotations/instances_val2017.json``
--> ``val2017/``). ``file_name`` is resolved inside that folder; a name escaping it is
-refused by ``pack``.
+Locating the files (:func:`locate`, the one COCO locator): ``src`` is either the annotation
+JSON file, or a folder holding exactly one ``*.json`` (directly or in ``annotations/``;
+``manifest.json`` of a packed dataset is not one). The image folder is ``images=DIR`` when
+given (``fastload pack --images DIR``), otherwise the first of these that contains the
+first image's (smallest id) ``file_name``: the JSON's folder, its parent, ``images/`` beside
+either, and ``<parent>/<split>`` for a JSON named ``*_<split>.json``
+(``annotations/instances_val2017.json`` -> ``val2017/``); when none does, the JSON's folder
+(every image is then reported missing, naming it). ``file_name`` is resolved inside that
+folder; a name escaping it is refused by ``pack``.
 
 Mapping:
 - categories sorted by id -> contiguous class indices 0..C-1 (``classes`` = names);
 - images sorted by id; the record id is the COCO image id;
 - ``segmentation`` polygon lists -> one instance with one part per list (multi-part);
   coordinates are used as written (COCO polygons are continuous pixel coordinates);
-- RLE segmentations (counts list or compressed string) are decoded and traced to polygons;
-  a non-crowd RLE is a plain instance.
-- ``iscrowd`` regions: ``crowd="ignore"`` (default) decodes the RLE (counts
-  list or compressed string) and traces it to polygons (``skimage.measure.find_contours``
-  on the pixel grid: vertices lie on pixel edges, holes are not kept, so the ignore
-  region covers its holes too), flagged ignore + crowd; ``crowd="skip"`` drops them
-  (counted as ``crowd_skipped``);
+- RLE segmentations (counts list or compressed string) are decoded and traced to polygons
+  by the one mask tracer (:mod:`fastload.formats.tracing`, the mask-PNG reader's) with
+  ``tolerance=0``: the exact outlines, vertices on pixel edges, holes bridged into their
+  part (so they stay holes); a non-crowd RLE is a plain instance.
+- ``iscrowd`` regions: ``crowd="ignore"`` (default) keeps them, traced as above and flagged
+  ignore + crowd; ``crowd="skip"`` drops them (counted as ``crowd_skipped``);
 - ``keypoints`` -> float32 (K, 3) as written (x, y, visibility 0/1/2); keypoint names
   and skeleton (made 0-based) from the first category that has them; flip pairs derived
   from ``left``/``right`` in the names;
@@ -36,6 +37,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from fastload.formats.base import Problem, SourceDataset, SourceInstance, SourceSample
+from fastload.formats.tracing import mask_to_polygons
 
 CROWD_POLICIES = ("ignore", "skip")
 
@@ -113,44 +115,6 @@ def rle_encode(mask: np.ndarray) -> List[int]:
     return [int(r) for r in runs]
 
 
-def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, min_area: float = 1.0):
-    """Trace a binary mask to polygons (float32 (N, 2), x, y continuous pixel coords).
-
-    ``skimage.measure.find_contours`` at level 0.5 on the zero-padded mask gives closed
-    outlines halfway between pixel centers, i.e. on pixel edges: a contour point at array
-    position (r, c) is the continuous point (c + 0.5, r + 0.5). Outlines are simplified
-    by dropping collinear vertices (exact: the polygons rasterize back to the mask under
-    the pixel-center rule) and, with ``tolerance`` > 0, ``approximate_polygon`` (lossy);
-    hole outlines (opposite orientation) and parts under ``min_area`` are dropped.
-    """
-    from skimage.measure import approximate_polygon, find_contours
-    m = np.pad(np.asarray(mask, np.uint8), 1)
-    out = []
-    for c in find_contours(m, 0.5):
-        if tolerance > 0:
-            c = approximate_polygon(c, tolerance)
-        if len(c) > 1 and np.allclose(c[0], c[-1]):
-            c = c[:-1]
-        if len(c) >= 3:  # drop vertices in the middle of straight runs
-            d1 = c - np.roll(c, 1, 0)
-            d2 = np.roll(c, -1, 0) - c
-            cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-            c = c[(np.abs(cross) > 1e-9) | ((d1 * d2).sum(1) <= 0)]
-        if len(c) < 3:
-            continue
-        xy = np.stack([c[:, 1] - 1 + 0.5, c[:, 0] - 1 + 0.5], 1)
-        x, y = xy[:, 0], xy[:, 1]
-        signed = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-        # find_contours walks outer boundaries of high regions counter-clockwise in (row, col),
-        # which is positive signed area in (x, y) with y down ... keep the larger orientation
-        out.append((signed, xy.astype(np.float32)))
-    if not out:
-        return []
-    # outer boundaries share the orientation of the largest outline; holes have the other
-    main_sign = np.sign(max(out, key=lambda t: abs(t[0]))[0])
-    return [p for a, p in out if np.sign(a) == main_sign and abs(a) >= min_area]
-
-
 # ------------------------------------------------------------------------------ reader
 def flip_pairs_from_names(names: List[str]) -> List[Tuple[int, int]]:
     """(left, right) index pairs from names containing ``left`` / ``right`` (any case)."""
@@ -164,12 +128,20 @@ def flip_pairs_from_names(names: List[str]) -> List[Tuple[int, int]]:
     return pairs
 
 
-def _find_json(src: Path) -> Path:
+def find_annotation_file(src) -> Path:
+    """The COCO annotation JSON of ``src`` (the file itself, or the one ``*.json`` in the
+    folder or its ``annotations/``); ``ValueError`` naming the folder when there is none or
+    several."""
+    src = Path(src)
     if src.is_file():
         return src
     if not src.is_dir():
         raise ValueError(f"{src}: no such COCO annotation file or folder")
-    cands = sorted(src.glob("*.json")) or sorted((src / "annotations").glob("*.json"))
+
+    def jsons(d):
+        return sorted(p for p in d.glob("*.json") if p.name != "manifest.json")
+
+    cands = jsons(src) or jsons(src / "annotations")
     if len(cands) == 1:
         return cands[0]
     if not cands:
@@ -179,24 +151,21 @@ def _find_json(src: Path) -> Path:
                      f"pass the one to pack as SRC")
 
 
-def _find_images(json_path: Path, first_file: Optional[str]) -> Path:
+def find_image_dir(json_path: Path, first_file: Optional[str]) -> Path:
+    """The folder holding ``first_file`` among the candidates beside ``json_path`` (see
+    the module docstring); the JSON's folder when none holds it."""
     d, p = json_path.parent, json_path.parent.parent
     cands = [d, p, d / "images", p / "images"]
     if "_" in json_path.stem:
         cands.append(p / json_path.stem.rsplit("_", 1)[1])
-    if first_file is None:
-        return d
-    for c in cands:
-        if (c / first_file).is_file():
-            return c
-    return d  # every image will be reported missing, naming this folder
+    if first_file is not None:
+        for c in cands:
+            if (c / first_file).is_file():
+                return c
+    return d
 
 
-def read(src: Path, images=None, crowd: str = "ignore", **options) -> SourceDataset:
-    """Read a COCO dataset (see the module docstring). ``crowd``: ``"ignore"`` or ``"skip"``."""
-    if crowd not in CROWD_POLICIES:
-        raise ValueError(f"crowd policy must be one of {CROWD_POLICIES}, not {crowd!r}")
-    json_path = _find_json(Path(src))
+def _load_json(json_path: Path) -> dict:
     try:
         with open(json_path, "rb") as f:
             data = json.load(f)
@@ -204,6 +173,30 @@ def read(src: Path, images=None, crowd: str = "ignore", **options) -> SourceData
         raise ValueError(f"{json_path}: cannot read COCO JSON: {e}") from None
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise ValueError(f"{json_path}: not a COCO annotation file (needs 'images' and 'categories')")
+    return data
+
+
+def _first_file(images: list) -> Optional[str]:
+    return str(min(images, key=lambda im: im["id"])["file_name"]) if images else None
+
+
+def locate(src, images=None) -> Tuple[Path, Path]:
+    """``(annotation JSON, image folder)`` of the COCO dataset at ``src`` (the JSON or a
+    folder holding it), by the rules of the module docstring; ``images``: the image folder,
+    when known. ``ValueError`` naming the path when no single annotation file is found or
+    it is not COCO. Reads the JSON to find the first image unless ``images`` is given."""
+    json_path = find_annotation_file(src)
+    if images is not None:
+        return json_path, Path(images)
+    return json_path, find_image_dir(json_path, _first_file(_load_json(json_path)["images"]))
+
+
+def read(src: Path, images=None, crowd: str = "ignore", **options) -> SourceDataset:
+    """Read a COCO dataset (see the module docstring). ``crowd``: ``"ignore"`` or ``"skip"``."""
+    if crowd not in CROWD_POLICIES:
+        raise ValueError(f"crowd policy must be one of {CROWD_POLICIES}, not {crowd!r}")
+    json_path = find_annotation_file(src)
+    data = _load_json(json_path)  # parsed once: the locator's rules, without a second parse
 
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: k for k, c in enumerate(cats)}
@@ -217,8 +210,7 @@ def read(src: Path, images=None, crowd: str = "ignore", **options) -> SourceData
             break
 
     imgs = sorted(data["images"], key=lambda im: im["id"])
-    img_dir = Path(images) if images is not None else _find_images(
-        json_path, imgs[0]["file_name"] if imgs else None)
+    img_dir = Path(images) if images is not None else find_image_dir(json_path, _first_file(imgs))
     by_image = defaultdict(list)
     ds_problems: List[Problem] = []
     known = {im["id"] for im in imgs}
@@ -273,7 +265,7 @@ def _instance(a: dict, cat_index: dict, crowd: str, fname: str, problems: list):
                                     what="crowd/RLE region skipped (--crowd skip)"))
             return None
         try:
-            polys = mask_to_polygons(rle_decode(seg))
+            polys, _ = mask_to_polygons(rle_decode(seg), tolerance=0.0, holes="bridge")
         except (ValueError, KeyError, TypeError) as e:
             problems.append(Problem(file=fname, annotation=name, reason="bad_rle",
                                     what=f"cannot decode RLE segmentation: {e}"))

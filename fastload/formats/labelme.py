@@ -44,8 +44,6 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-import numpy as np
-
 from ._shared import LabelTable, as_points, load_class_list, read_names_file, rect_polygon, rel_inside
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
 

@@ -5,28 +5,14 @@ one integer value per instance, 0 = background (mode L / P / I / I;16; an RGB ma
 read as 24-bit values ``r << 16 | g << 8 | b``, one colour per instance). Folder names
 and the mask suffix are options.
 
-Tracing (:func:`mask_to_polygons`): each instance's pixels, cropped and zero-padded so
-every contour closes, go to ``skimage.measure.find_contours`` at level 0.5
-(4-connected foreground). find_contours works in (row, col) index space, where pixel
-(i, j) sits at index (i, j); fastload's continuous coordinates put that pixel's center
-at (x, y) = (j + 0.5, i + 0.5), so a contour point (r, c) becomes (c + 0.5, r + 0.5).
-The level-0.5 contour between an inside and an outside pixel then lies on their shared
-pixel border, and the traced polygon, filled with the pixel-center rule
-(``fastload.targets.raster.fill_polygon``), gives the mask back exactly before
-simplification (corners are cut diagonally but never past a pixel center).
+Tracing: :mod:`fastload.formats.tracing` (the tracer COCO RLE segmentations use too), with
+this reader's defaults: ``tolerance`` 0.5 px (Douglas-Peucker; 0 keeps the exact outline),
+``holes="bridge"``, ``min_area`` 0.
 
 Policies (see docs/formats.md):
 
-- Several connected components of one value become several parts of one instance.
-- Holes (``holes="bridge"``, the default): the record has no hole field, so each hole
-  ring is spliced into the part that encloses it through a zero-width cut; the
-  even-odd fill rule then leaves the hole empty. ``holes="drop"`` drops hole rings
-  (the part then covers its holes). Consumers that compute areas with the shoelace
-  formula get outer minus hole for a bridged part, which is right.
-- ``tolerance`` (default 0.5 px) simplifies each part with
-  ``skimage.measure.approximate_polygon`` (Douglas-Peucker); 0 keeps every traced vertex.
-  A part that simplification would reduce below 3 vertices keeps its traced vertices.
-  Parts with traced area below ``min_area`` px^2 are dropped (default 0: keep all).
+- Several connected components of one value become several parts of one instance;
+  holes, simplification and ``min_area``: see :mod:`fastload.formats.tracing`.
 - One class, ``class_name`` (default "object"; Penn-Fudan is pedestrians).
 - An image without a mask file, an unreadable mask, or a mask whose size differs from the
   image's is a fatal Problem on that sample; a mask without an image is a dataset-level
@@ -34,98 +20,19 @@ Policies (see docs/formats.md):
 
 Tracing decodes the mask PNGs (a few ms per image), so by default it is lazy: a sample
 traces its mask when its ``instances`` / ``problems`` are first read, which under
-``fastload pack`` happens in the worker processes.
+``fastload pack`` happens in pack's workers, in parallel.
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import List, Union
 
 import numpy as np
 
 from ._shared import IMAGE_SUFFIXES, as_bool
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
-
-
-def _signed_area(xy: np.ndarray) -> float:
-    x, y = xy[:, 0], xy[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
-def _inside(pt: np.ndarray, poly: np.ndarray) -> bool:
-    """Even-odd point-in-polygon test (not a hot path: one test per hole)."""
-    x0, y0 = poly[:, 0], poly[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    cross = (y0 <= pt[1]) != (y1 <= pt[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xc = x0 + (pt[1] - y0) * (x1 - x0) / (y1 - y0)
-    return bool(np.count_nonzero(cross & (xc > pt[0])) % 2)
-
-
-def _bridge(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Splice ``hole`` into ``outer`` through a zero-width cut between their closest
-    vertices: outer[..i], hole[j..], hole[..j], outer[i..]. The cut's two edges coincide,
-    so under the even-odd rule they cancel and the result covers outer minus hole."""
-    d = ((outer[:, None, :] - hole[None, :, :]) ** 2).sum(-1)
-    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    ring = np.concatenate([hole[j:], hole[:j + 1]])
-    return np.concatenate([outer[:i + 1], ring, outer[i:]])
-
-
-def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.5, min_area: float = 0.0,
-                     holes: str = "bridge") -> Tuple[List[np.ndarray], int]:
-    """Trace a boolean mask to polygons, one part per 4-connected component.
-
-    Returns ``(parts, n_holes)``: ``parts`` a list of float64 (N, 2) (x, y) polygons in
-    continuous pixel coordinates (pixel (i, j) covers [j, j+1) x [i, i+1)), open (the first
-    vertex is not repeated); ``n_holes`` the number of hole contours found.
-    ``holes="bridge"`` splices each hole into the part that encloses it through a
-    zero-width cut, so the even-odd fill (``fastload.targets.raster``) leaves the hole
-    empty; ``holes="drop"`` drops them (the part then covers its holes).
-    See the module docstring for the coordinate conversion and the simplification.
-    """
-    from skimage.measure import approximate_polygon, find_contours
-
-    if holes not in ("bridge", "drop"):
-        raise ValueError(f"mask_to_polygons: holes must be 'bridge' or 'drop', got {holes!r}")
-    m = np.asarray(mask).astype(bool, copy=False)
-    if m.ndim != 2:
-        raise ValueError(f"mask_to_polygons: mask must be 2-D, got shape {m.shape}")
-    rows = np.flatnonzero(m.any(1))
-    if rows.size == 0:
-        return [], 0
-    cols = np.flatnonzero(m.any(0))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = np.zeros((r1 - r0 + 2, c1 - c0 + 2), np.float32)
-    crop[1:-1, 1:-1] = m[r0:r1, c0:c1]
-    contours = find_contours(crop, 0.5, fully_connected="low", positive_orientation="high")
-    # index (r, c) in the padded crop = pixel (r + r0 - 1, c + c0 - 1), center at +0.5
-    offset = np.array([c0 - 0.5, r0 - 0.5])
-    outers, outer_area, hole_rings = [], [], []
-    for c in contours:
-        xy = c[:, ::-1]  # (row, col) -> (x, y) index space, closed (first == last)
-        area = _signed_area(xy[:-1])
-        if tolerance > 0:
-            simp = approximate_polygon(xy, tolerance)
-            if len(simp) - 1 >= 3:
-                xy = simp
-        pts = (xy[:-1] if np.array_equal(xy[0], xy[-1]) else xy) + offset
-        # with positive_orientation="high", outer boundaries have negative area here
-        if area >= 0:
-            hole_rings.append(pts)
-        elif -area >= min_area:
-            outers.append(pts)
-            outer_area.append(-area)
-    if holes == "bridge":
-        for h in hole_rings:
-            best = None
-            for k, o in enumerate(outers):
-                if (best is None or outer_area[k] < outer_area[best]) and _inside(h[0], o):
-                    best = k
-            if best is not None:
-                outers[best] = _bridge(outers[best], h)
-    return outers, len(hole_rings)
+from .tracing import HOLE_POLICIES, mask_to_polygons
 
 
 def _load_mask(path: Path) -> np.ndarray:
@@ -219,16 +126,18 @@ def read(src: Union[str, Path], *, class_name: str = "object", tolerance: float 
 
     ``images`` / ``masks``: folders under ``src`` (or paths); the mask of ``images/NAME.ext`` is
     ``masks/NAME{mask_suffix}.png``. ``class_name``: the single class. ``tolerance``,
-    ``min_area``, ``holes``: see :func:`mask_to_polygons`. Instances are ordered by mask value.
+    ``min_area``, ``holes``: see :mod:`fastload.formats.tracing`. Instances are ordered by mask value.
     Polygons are float64 (N, 2) (x, y) continuous pixel coordinates.
 
     ``lazy`` (default): a sample decodes and traces its mask the first time its
-    ``instances`` or ``problems`` are read, i.e. in pack's worker processes, in parallel;
+    ``instances`` or ``problems`` are read, i.e. in pack's workers, in parallel;
     ``read()`` itself only lists files. ``lazy=False`` traces everything here.
     """
     src = Path(src)
     tolerance, min_area = float(tolerance), float(min_area)
     lazy = as_bool(lazy, "masks lazy")
+    if holes not in HOLE_POLICIES:
+        raise ValueError(f"masks: holes must be one of {', '.join(HOLE_POLICIES)}, not {holes!r}")
     idir, mdir = src / images, src / masks
     if not idir.is_dir() and Path(images).is_dir():  # a path given from the working directory
         idir = Path(images)

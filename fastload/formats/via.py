@@ -37,8 +37,6 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-import numpy as np
-
 from ._shared import LabelTable, as_points, load_class_list, rect_polygon, rel_inside
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
 

@@ -33,9 +33,8 @@ Coordinates: x_px = x * width, y_px = y * height: continuous pixel coordinates, 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 

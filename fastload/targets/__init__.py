@@ -2,12 +2,12 @@
 
 Public kernels (each with a slow reference in :mod:`fastload.targets.reference`):
 
-- CenterNet: :func:`centernet_targets`, :func:`centernet_into`, :func:`centernet_batch_into`,
-  :func:`alloc_centernet`, :func:`gaussian_radius`
+- CenterNet: :func:`centernet_targets`, :func:`centernet_into`, :func:`alloc_centernet`,
+  :func:`gaussian_radius`
 - keypoints (CenterNet multi_pose, ``hp_*``): :func:`keypoint_targets`,
-  :func:`keypoint_targets_into`, :func:`keypoint_targets_batch_into`, :func:`alloc_keypoints`; MSRA-style :func:`msra_heatmaps`
-- FCOS (``fcos_*``): :func:`fcos_targets`, :func:`fcos_into`, :func:`fcos_batch_into`,
-  :func:`alloc_fcos`, :func:`fcos_level_sizes`, :func:`fcos_num_locations`, :func:`fcos_locations`
+  :func:`keypoint_targets_into`, :func:`alloc_keypoints`; MSRA-style :func:`msra_heatmaps`
+- FCOS (``fcos_*``): :func:`fcos_targets`, :func:`fcos_into`, :func:`alloc_fcos`,
+  :func:`fcos_level_sizes`, :func:`fcos_num_locations`, :func:`fcos_locations`
 - polygons: :func:`boxes_from_polygons`, :func:`instance_centers`, :func:`semantic_mask`,
   :func:`instance_masks`; the rasterizer :func:`fill_polygon` / :func:`fill_parts`.
 
@@ -15,20 +15,17 @@ Importing compiles nothing: Numba compiles (or loads its on-disk cache) on first
 See docs/targets.md for conventions.
 """
 from .boxes import boxes_from_polygons, instance_centers
-from .centernet import (alloc_centernet, centernet_batch_into, centernet_into, centernet_targets,
-                        gaussian_radius)
-from .fcos import (alloc_fcos, fcos_batch_into, fcos_into, fcos_level_sizes, fcos_locations, fcos_targets,
+from .centernet import alloc_centernet, centernet_into, centernet_targets, gaussian_radius
+from .fcos import (alloc_fcos, fcos_into, fcos_level_sizes, fcos_locations, fcos_targets,
                    fcos_num_locations)
-from .keypoints import (alloc_keypoints, keypoint_targets, keypoint_targets_batch_into, keypoint_targets_into,
-                        msra_heatmaps)
+from .keypoints import alloc_keypoints, keypoint_targets, keypoint_targets_into, msra_heatmaps
 from .masks import instance_masks, semantic_mask
 from .raster import fill_parts, fill_polygon
 
 __all__ = [
-    "centernet_targets", "centernet_into", "centernet_batch_into", "alloc_centernet", "gaussian_radius",
-    "keypoint_targets", "keypoint_targets_into", "keypoint_targets_batch_into", "alloc_keypoints",
-    "msra_heatmaps",
-    "fcos_targets", "fcos_into", "fcos_batch_into", "alloc_fcos", "fcos_level_sizes", "fcos_num_locations",
+    "centernet_targets", "centernet_into", "alloc_centernet", "gaussian_radius",
+    "keypoint_targets", "keypoint_targets_into", "alloc_keypoints", "msra_heatmaps",
+    "fcos_targets", "fcos_into", "alloc_fcos", "fcos_level_sizes", "fcos_num_locations",
     "fcos_locations", "boxes_from_polygons", "instance_centers", "semantic_mask", "instance_masks",
     "fill_polygon", "fill_parts",
 ]

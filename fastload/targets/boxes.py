@@ -41,7 +41,10 @@ def vertex_box(points, v0, v1):
 
 
 @njit(nogil=True, cache=True)
-def _boxes_kernel(points, part_offsets, inst_parts, out):
+def fill_instance_boxes(points, part_offsets, inst_parts, out):
+    """Write the tight box of each instance's vertices into ``out`` (n, 4); (0, 0, 0, 0) for
+    an instance without vertices. No checks: for callers whose arrays are valid by
+    construction (``fastload pack``); :func:`boxes_from_polygons` checks, then calls this."""
     n = inst_parts.shape[0] - 1
     for k in range(n):
         v0 = part_offsets[inst_parts[k]]
@@ -129,7 +132,7 @@ def boxes_from_polygons(points, part_offsets, inst_parts, out=None) -> np.ndarra
         out = np.empty((n, 4), np.float32)
     elif out.shape != (n, 4) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 ({n}, 4), got {out.dtype} {out.shape}")
-    _boxes_kernel(pts, po, ip, out)
+    fill_instance_boxes(pts, po, ip, out)
     return out
 
 

@@ -23,9 +23,9 @@ Radius formula (``radius=``):
   CornerNet), each root divided by 2 instead of ``2a``: ``r = min((b1 + sq1)/2,
   (b2 + sq2)/2, (b3 + sq3)/2)``. In practice only ``r3`` matters. ``(10, 10) -> 2``,
   ``(32, 32) -> 8``. This is what CenterNet's published models were trained with
-  (CenterNet issue #273, PR #171 unmerged). Note: the snapshot of the CenterNet repo in
-  this project's code index (commit b498e30) already shows the corrected formula; the
-  released code (e.g. commit a5a0483 linked in issue #273) has the quirk.
+  (discussed in the CenterNet repository's issue 273; its fix, PR 171, is unmerged).
+  Later commits of that repository show the corrected formula; the released code (e.g.
+  its commit a5a0483) has the quirk.
 - ``"corrected"``: the algebraically correct roots used by mmdetection
   (``mmdet/models/utils/gaussian_target.py``) and fixed CornerNet: ``r1 = (b1 - sq1)/2``,
   ``r2 = (b2 - sq2)/8``, ``r3 = (b3 + sq3)/(2 a3)``. ``(10, 10) -> 0``, ``(32, 32) -> 2``.
@@ -56,7 +56,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._common import boxes_array, check_boxes, check_labels, check_size, scratch
+from ._common import boxes_array, check_size, scratch
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -262,14 +262,6 @@ def _fast_labels(labels, n):
     return np.ascontiguousarray(lab, np.int64)
 
 
-@njit(nogil=True, cache=True)
-def _centernet_batch(hm, wh, reg, ind, reg_mask, boxes, labels, offsets,
-                     corrected, continuous, gbuf):
-    for b in range(offsets.shape[0] - 1):
-        _centernet_one(hm[b], wh[b], reg[b], ind[b], reg_mask[b], boxes, labels,
-                       offsets[b], offsets[b + 1], corrected, continuous, gbuf)
-
-
 def _modes(radius, coords):
     if radius == "centernet" and coords == "continuous":
         return False, True
@@ -281,7 +273,7 @@ def _modes(radius, coords):
 
 
 def alloc_centernet(batch: int, num_classes: int, out_h: int, out_w: int, max_objs: int = 128) -> dict:
-    """Preallocated (B, ...) output arrays for :func:`centernet_into` / :func:`centernet_batch_into`."""
+    """Preallocated (B, ...) output arrays for :func:`centernet_into`."""
     return {
         "hm": np.zeros((batch, num_classes, out_h, out_w), np.float32),
         "wh": np.zeros((batch, max_objs, 2), np.float32),
@@ -347,24 +339,3 @@ def centernet_into(out: dict, b: int, boxes, labels, radius: str = "centernet",
     code, k = _centernet_into_nb(hm, wh, reg, ind, rm, b, bx, lab, corrected, continuous, gbuf)
     if code:
         _raise_invalid(code, k, bx, lab, hm.shape[1])
-
-
-def centernet_batch_into(out: dict, boxes, labels, offsets, radius: str = "centernet",
-                         coords: str = "continuous") -> None:
-    """Fill all B samples of ``out`` in one kernel call from concatenated annotations.
-
-    ``boxes`` (N, 4) / ``labels`` (N,) are the samples' objects concatenated;
-    sample ``b`` owns rows ``offsets[b]:offsets[b+1]`` (``offsets`` int (B+1,)).
-    """
-    hm, wh, reg, ind, rm = _check_out(out)
-    corrected, continuous = _modes(radius, coords)
-    bx = check_boxes(boxes)
-    lab = check_labels(labels, bx.shape[0], hm.shape[1])
-    off = np.asarray(offsets)
-    if off.dtype.kind not in "iu" or off.shape != (hm.shape[0] + 1,) or off[0] != 0 \
-            or off[-1] != bx.shape[0] or (np.diff(off) < 0).any():
-        raise ValueError(f"offsets must be non-decreasing ints of shape ({hm.shape[0] + 1},) "
-                         f"from 0 to {bx.shape[0]}")
-    gbuf = scratch("centernet_g", hm.shape[2] + hm.shape[3] + 2, np.float64)
-    _centernet_batch(hm, wh, reg, ind, rm, bx, lab, np.ascontiguousarray(off, np.int64),
-                     corrected, continuous, gbuf)

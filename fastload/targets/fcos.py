@@ -171,14 +171,6 @@ def _fcos_one(labels_out, ltrb_out, ctr_out, best_area, best_idx, boxes, labels,
         base += lh * lw
 
 
-@njit(nogil=True, cache=True)
-def _fcos_batch(labels_out, ltrb_out, ctr_out, best_area, best_idx, boxes, labels, offsets,
-                level_h, level_w, strides, lo, hi, radius, norm_reg):
-    for bi in range(offsets.shape[0] - 1):
-        _fcos_one(labels_out[bi], ltrb_out[bi], ctr_out[bi], best_area, best_idx, boxes, labels,
-                  offsets[bi], offsets[bi + 1], level_h, level_w, strides, lo, hi, radius, norm_reg)
-
-
 class _Levels:
     """Validated level geometry, cached per (img_h, img_w, strides, ranges)."""
 
@@ -207,7 +199,7 @@ class _Levels:
 
 
 def alloc_fcos(batch: int, img_h: int, img_w: int, strides=STRIDES) -> dict:
-    """Preallocated (B, L...) outputs for :func:`fcos_into` / :func:`fcos_batch_into`."""
+    """Preallocated (B, L...) outputs for :func:`fcos_into`."""
     L = fcos_num_locations(img_h, img_w, strides)
     return {"fcos_labels": np.zeros((batch, L), np.int64),
             "fcos_ltrb": np.zeros((batch, L, 4), np.float32),
@@ -267,23 +259,3 @@ def fcos_into(out: dict, b: int, boxes, labels, img_h: int, img_w: int, num_clas
     bi = scratch("fcos_idx", lv.L, np.int64)
     _fcos_one(lab_o[b], ltrb_o[b], ctr_o[b], ba, bi, bx, lab, 0, bx.shape[0], lv.h, lv.w,
               lv.strides, lv.lo, lv.hi, r, bool(norm_reg))
-
-
-def fcos_batch_into(out: dict, boxes, labels, offsets, img_h: int, img_w: int,
-                    num_classes: int | None = None, strides=STRIDES, size_ranges=SIZE_RANGES,
-                    center_sampling_radius: float = 0.0, norm_reg: bool = False) -> None:
-    """All B samples in one kernel call; sample b owns rows ``offsets[b]:offsets[b+1]``."""
-    lv = _Levels.get(img_h, img_w, strides, size_ranges)
-    lab_o, ltrb_o, ctr_o = _check_out(out, lv.L)
-    bx = check_boxes(boxes)
-    lab = check_labels(labels, bx.shape[0], num_classes)
-    off = np.asarray(offsets)
-    if off.dtype.kind not in "iu" or off.shape != (lab_o.shape[0] + 1,) or off[0] != 0 \
-            or off[-1] != bx.shape[0] or (np.diff(off) < 0).any():
-        raise ValueError(f"offsets must be non-decreasing ints of shape ({lab_o.shape[0] + 1},) "
-                         f"from 0 to {bx.shape[0]}")
-    r = _check_radius(center_sampling_radius)
-    ba = scratch("fcos_area", lv.L, np.float64)
-    bi = scratch("fcos_idx", lv.L, np.int64)
-    _fcos_batch(lab_o, ltrb_o, ctr_o, ba, bi, bx, lab, np.ascontiguousarray(off, np.int64),
-                lv.h, lv.w, lv.strides, lv.lo, lv.hi, r, bool(norm_reg))

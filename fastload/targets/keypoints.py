@@ -83,14 +83,6 @@ def _kp_one(hp_hm, hp_offset, hp_ind, hp_mask, kps, kps_mask, boxes, keypoints, 
             draw_gaussian(hp_hm[j], ix, iy, radius, gbuf)
 
 
-@njit(nogil=True, cache=True)
-def _kp_batch(hp_hm, hp_offset, hp_ind, hp_mask, kps, kps_mask, boxes, keypoints, offsets,
-              corrected, continuous, gbuf):
-    for b in range(offsets.shape[0] - 1):
-        _kp_one(hp_hm[b], hp_offset[b], hp_ind[b], hp_mask[b], kps[b], kps_mask[b], boxes,
-                keypoints, offsets[b], offsets[b + 1], corrected, continuous, gbuf)
-
-
 KEYS = ("hp_hm", "hp_offset", "hp_ind", "hp_mask", "hp_kps", "hp_kps_mask")
 
 
@@ -168,24 +160,6 @@ def keypoint_targets_into(out: dict, b: int, boxes, keypoints, radius: str = "ce
     gbuf = scratch("centernet_g", hm.shape[2] + hm.shape[3] + 2, np.float64)
     _kp_one(hm[b], off[b], ind[b], msk[b], kps[b], kmask[b], bx, kp, 0, bx.shape[0],
             corrected, continuous, gbuf)
-
-
-def keypoint_targets_batch_into(out: dict, boxes, keypoints, offsets, radius: str = "centernet",
-                                coords: str = "continuous") -> None:
-    """All B samples in one kernel call; sample b owns rows ``offsets[b]:offsets[b+1]`` of the
-    concatenated ``boxes`` (N, 4) / ``keypoints`` (N, J, 3)."""
-    hm, off, ind, msk, kps, kmask = _check_out(out)
-    corrected, continuous = _modes(radius, coords)
-    bx = check_boxes(boxes)
-    kp = _check_kps(keypoints, bx.shape[0], hm.shape[1])
-    o = np.asarray(offsets)
-    if o.dtype.kind not in "iu" or o.shape != (hm.shape[0] + 1,) or o[0] != 0 \
-            or o[-1] != bx.shape[0] or (np.diff(o) < 0).any():
-        raise ValueError(f"offsets must be non-decreasing ints of shape ({hm.shape[0] + 1},) "
-                         f"from 0 to {bx.shape[0]}")
-    gbuf = scratch("centernet_g", hm.shape[2] + hm.shape[3] + 2, np.float64)
-    _kp_batch(hm, off, ind, msk, kps, kmask, bx, kp, np.ascontiguousarray(o, np.int64),
-              corrected, continuous, gbuf)
 
 
 # ----------------------------------------------------------------------------- MSRA
@@ -271,5 +245,5 @@ def msra_heatmaps(keypoints, out_h: int, out_w: int, sigma: float = 2.0,
     return out, weight_out
 
 
-__all__ = ["keypoint_targets", "keypoint_targets_into", "keypoint_targets_batch_into", "alloc_keypoints", "msra_heatmaps", "KEYS",
+__all__ = ["keypoint_targets", "keypoint_targets_into", "alloc_keypoints", "msra_heatmaps", "KEYS",
            "RADIUS_MODES"]

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fastload.formats import masks
-from fastload.formats.masks import mask_to_polygons
+from fastload.formats.tracing import mask_to_polygons
 from fastload.targets.raster import fill_polygon
 from fastload.synth.scenes import make_scene
 from fastload.synth.formats import write_masks

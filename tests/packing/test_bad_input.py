@@ -197,8 +197,8 @@ def test_killed_pack_leaves_nothing_and_rerun_works(tmp_path):
 
 
 def _read_all(path):
-    from fastload import store
-    inherited = len(store._ENVS)  # handles inherited through fork are dropped at fork time
+    from fastload.store import shards
+    inherited = len(shards._ENVS)  # handles inherited through fork are dropped at fork time
     ds = Dataset(path)
     h = hashlib.blake2b()
     for i in range(len(ds)):

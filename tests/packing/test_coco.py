@@ -1,11 +1,10 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.helpers.env import COCO_SAMPLE
-from fastload.formats.coco import (flip_pairs_from_names, mask_to_polygons, rle_counts_to_string,
+from fastload.formats.coco import (flip_pairs_from_names, rle_counts_to_string,
                                    rle_decode, rle_encode, rle_string_to_counts)
 from fastload.packing import pack
 from fastload.store import Dataset
@@ -100,19 +99,6 @@ def test_rle_codec(rng):
             assert np.array_equal(_rle_decode_reference({"size": [h, w], "counts": c}), m)
     with pytest.raises(ValueError, match="sum"):
         rle_decode({"size": [3, 3], "counts": [1, 2]})
-
-
-def test_mask_tracing_reproduces_mask(rng):
-    m = np.zeros((60, 80), np.uint8)
-    m[5:40, 10:70] = 1
-    m[20:40, 30:45] = 0  # concave notch
-    m[50:58, 2:9] = 1  # a second blob
-    polys = mask_to_polygons(m)
-    assert len(polys) == 2
-    r = np.zeros_like(m)
-    for p in polys:
-        fill_polygon(r, p, 1, 1.0)
-    assert np.array_equal(r, m)
 
 
 @pytest.mark.parametrize("compressed", [True, False])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fastload.targets import boxes_from_polygons, instance_centers
+from fastload.targets.boxes import fill_instance_boxes
 from fastload.targets.reference import boxes_reference, centers_reference
 from tests.helpers.polys import random_instances
 
@@ -12,6 +13,11 @@ def test_matches_reference():
         n = int(rng.integers(0, 10))
         pts, po, ip = random_instances(rng, n, 300, 200)
         np.testing.assert_array_equal(boxes_from_polygons(pts, po, ip), boxes_reference(pts, po, ip))
+        # the unchecked kernel on a record's own dtypes (int32 offsets), as pack calls it
+        out = np.full((len(ip) - 1, 4), np.nan, np.float32)
+        fill_instance_boxes(np.asarray(pts, np.float32), np.asarray(po, np.int32),
+                            np.asarray(ip, np.int32), out)
+        np.testing.assert_array_equal(out, boxes_reference(pts, po, ip))
         for mode in ("box", "centroid"):
             np.testing.assert_allclose(instance_centers(pts, po, ip, mode), centers_reference(pts, po, ip, mode),
                                        rtol=1e-6, atol=1e-4)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastload.targets import (alloc_centernet, centernet_batch_into, centernet_into, centernet_targets,
+from fastload.targets import (alloc_centernet, centernet_into, centernet_targets,
                               gaussian_radius)
 from fastload.targets.reference import centernet_numpy, centernet_python, gaussian_radius_reference
 
@@ -80,7 +80,7 @@ def test_max_objs_and_empty():
     assert e["hm"].shape == (3, 8, 8) and not e["hm"].any() and not e["reg_mask"].any()
 
 
-def test_into_and_batch_reuse_buffers():
+def test_into_reuses_buffers():
     rng = np.random.default_rng(2)
     samples = [(random_boxes(rng, n, 32, 48), rng.integers(0, 3, n)) for n in (0, 5, 30)]
     out = alloc_centernet(3, 3, 32, 48, max_objs=16)
@@ -88,14 +88,12 @@ def test_into_and_batch_reuse_buffers():
         v[...] = 7  # garbage must be overwritten
     for i, (b, l) in enumerate(samples):
         centernet_into(out, i, b, l)
-    out2 = alloc_centernet(3, 3, 32, 48, max_objs=16)
-    boxes = np.concatenate([s[0] for s in samples])
-    labels = np.concatenate([s[1] for s in samples])
-    centernet_batch_into(out2, boxes, labels, np.array([0, 0, 5, 35]))
     for i, (b, l) in enumerate(samples):
         ref = centernet_numpy(b, l, 3, 32, 48, max_objs=16)
         assert_same({k: out[k][i] for k in KEYS}, ref)
-        assert_same({k: out2[k][i] for k in KEYS}, ref)
+    for i, (b, l) in enumerate(samples):  # refilled in another order: the same, no leftovers
+        centernet_into(out, 2 - i, b, l)
+        assert_same({k: out[k][2 - i] for k in KEYS}, centernet_numpy(b, l, 3, 32, 48, max_objs=16))
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -139,11 +137,3 @@ def test_thread_pool_fills_independent_samples():
         list(ex.map(lambda i: centernet_into(out, i, *samples[i]), range(8)))
     for i, (b, l) in enumerate(samples):
         assert_same({k: out[k][i] for k in KEYS}, centernet_numpy(b, l, 2, 64, 64, max_objs=32))
-
-
-def test_batch_bad_offsets():
-    out = alloc_centernet(2, 1, 8, 8)
-    b = np.array([[0, 0, 3, 3]], np.float32)
-    for off in ([0, 1], [0, 2, 1], [1, 1, 1], [0, 0, 2]):
-        with pytest.raises(ValueError, match="offsets"):
-            centernet_batch_into(out, b, np.array([0]), np.array(off))

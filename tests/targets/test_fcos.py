@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fastload.targets import (alloc_fcos, fcos_batch_into, fcos_into, fcos_level_sizes, fcos_targets,
+from fastload.targets import (alloc_fcos, fcos_into, fcos_level_sizes, fcos_targets,
                               fcos_locations, fcos_num_locations)
 from fastload.targets.reference import fcos_reference
 
@@ -74,7 +74,7 @@ def test_semantics():
     assert set(lv[ob["fcos_labels"] > 0]) <= {2, 3}
 
 
-def test_into_batch_and_empty():
+def test_into_and_empty():
     rng = np.random.default_rng(4)
     samples = [(random_boxes(rng, n, 256, 320), rng.integers(0, 5, n)) for n in (0, 7, 40)]
     out = alloc_fcos(3, 256, 320)
@@ -82,13 +82,9 @@ def test_into_batch_and_empty():
         v[...] = 3
     for i, (b, l) in enumerate(samples):
         fcos_into(out, i, b, l, 256, 320, center_sampling_radius=1.5)
-    out2 = alloc_fcos(3, 256, 320)
-    fcos_batch_into(out2, np.concatenate([s[0] for s in samples]), np.concatenate([s[1] for s in samples]),
-                    [0, 0, 7, 47], 256, 320, center_sampling_radius=1.5)
     for i, (b, l) in enumerate(samples):
         ref = fcos_reference(b, l, 256, 320, center_sampling_radius=1.5)
         assert_same({k: out[k][i] for k in out}, ref)
-        assert_same({k: out2[k][i] for k in out}, ref)
     assert not out["fcos_labels"][0].any() and not out["fcos_ltrb"][0].any()
 
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from fastload.targets import (alloc_keypoints, gaussian_radius, keypoint_targets, keypoint_targets_batch_into,
-                              keypoint_targets_into)
+from fastload.targets import alloc_keypoints, gaussian_radius, keypoint_targets, keypoint_targets_into
 from fastload.targets.reference import keypoints_reference
 
 
@@ -55,11 +54,10 @@ def test_semantics_and_into():
     keypoint_targets_into(out, 0, np.zeros((0, 4), np.float32), np.zeros((0, 3, 3), np.float32))
     assert_same({k: out[k][1] for k in out}, o)
     assert not any(out[k][0].any() for k in out)
-    out2 = alloc_keypoints(2, 3, 16, 16, max_objs=4)
-    keypoint_targets_batch_into(out2, np.concatenate([b, b]), np.concatenate([kp, kp]), [0, 0, 2])
-    assert not any(out2[k][0].any() for k in out2)
+    keypoint_targets_into(out, 1, np.concatenate([b, b]), np.concatenate([kp, kp]))  # refill
     ref2 = keypoints_reference(np.concatenate([b, b]), np.concatenate([kp, kp]), 16, 16, max_objs=4)
-    assert_same({k: out2[k][1] for k in out2}, ref2)
+    assert_same({k: out[k][1] for k in out}, ref2)
+    assert not any(out[k][0].any() for k in out)
 
 
 @pytest.mark.parametrize("kp, match", [
