@@ -1,4 +1,6 @@
-"""Locating the original COCO files (kept free of torch so light rows start fast)."""
+"""Locating the original COCO files for the baselines (kept free of torch so light rows start
+fast): the same locator ``fastload pack`` uses (:func:`fastload.formats.coco.locate`), so the
+baselines read the very JSON and images that were packed."""
 from __future__ import annotations
 
 import json
@@ -10,33 +12,21 @@ class BaselineError(ValueError):
 
 
 def find_coco(root) -> tuple:
-    """Locate ``(annotation_json, image_dir)`` of a COCO dataset directory (or a JSON path)."""
-    root = Path(root)
-    if root.is_file():
-        cands = [root]
-        base = root.parent
-    else:
-        base = root
-        cands = sorted(root.glob("*.json")) + sorted(root.glob("annotations/*.json")) \
-            + sorted(root.glob("*/*.json"))
-    for js in cands:
-        if js.name == "manifest.json":
-            continue
-        try:
-            d = json.loads(js.read_text())
-        except (OSError, ValueError):
-            continue
-        if not (isinstance(d, dict) and "images" in d and "annotations" in d):
-            continue
-        if not d["images"]:
-            raise BaselineError(f"{js}: no images")
-        first = d["images"][0]["file_name"]
-        for img_dir in (js.parent, base, js.parent / "images", base / "images",
-                        js.parent.parent / "images", js.parent.parent):
-            if (img_dir / first).is_file():
-                return js, img_dir
-        hits = list(base.rglob(Path(first).name))
-        if hits:
-            return js, hits[0].parent
-        raise BaselineError(f"{js}: image {first!r} not found under {base}")
-    raise BaselineError(f"{root}: no COCO annotation JSON (with 'images' and 'annotations') found")
+    """``(annotation_json, image_dir)`` of a COCO dataset (a folder or the JSON itself);
+    :class:`BaselineError` naming the file when there is none or its first image is missing."""
+    from fastload.formats.coco import locate
+    try:
+        js, img_dir = locate(root)
+    except ValueError as e:
+        raise BaselineError(str(e)) from None
+    try:
+        images = json.loads(Path(js).read_text()).get("images") or []
+    except (OSError, ValueError) as e:
+        raise BaselineError(f"{js}: unreadable COCO JSON: {e}") from None
+    if not images:
+        raise BaselineError(f"{js}: no images")
+    first = images[0].get("file_name")
+    if not first or not (Path(img_dir) / first).is_file():
+        raise BaselineError(f"{js}: image {first!r} not found in {img_dir} (the folder pack "
+                            f"would read); pass the dataset folder that holds it")
+    return js, img_dir

@@ -6,8 +6,9 @@ called with the parsed arguments and returning an exit code. Commands print thei
 and raise on failure; :func:`main` turns failures into one line on stderr:
 
 - fastload's own errors (``ValueError`` subclasses that name the file or sample:
-  ``PackError``, ``StoreError``, ``SampleError``, bad arguments) and ``OSError`` (a missing
-  path, permissions): ``fastload COMMAND: message``, exit 2; a full disk says so;
+  ``PackError``, ``StoreError``, ``SampleError``, bad arguments), ``OSError`` (a missing
+  path, permissions) and a missing optional dependency (``MissingDependency``, naming the
+  extra to install): ``fastload COMMAND: message``, exit 2; a full disk says so;
 - a closed output pipe (``fastload info X | head -1``): silent, exit 0;
 - Ctrl-C: ``interrupted``, exit 130.
 
@@ -20,6 +21,8 @@ import errno
 import importlib
 import os
 import sys
+
+from fastload.optional import MissingDependency
 
 #: command modules, in the order ``fastload --help`` lists them
 COMMANDS = ["pack", "info", "verify", "inspect", "bench", "demo"]
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # before OSError: `fastload info X | head -1`
         _quiet_stdout()
         return 0
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, MissingDependency) as e:
         print(f"fastload {args.command}: {error_message(e)}", file=sys.stderr)
         return 2
 

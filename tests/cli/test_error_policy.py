@@ -136,3 +136,16 @@ def test_ctrl_c_during_pack_is_one_line_and_leaves_no_out(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.strip() == "interrupted" and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".out.fastload-*"))
+
+
+def test_missing_optional_dependency_is_one_line_naming_the_extra(tmp_path):
+    """`fastload pack --format masks` without scikit-image (the `masks` extra): one line that
+    says what to install, exit 2, no OUT."""
+    write_dataset(tmp_path / "src", "masks", n_images=2, seed=0)
+    code = ("import sys; sys.modules['skimage'] = None  # as if not installed\n"
+            "from fastload.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "pack", str(tmp_path / "src"),
+                        str(tmp_path / "out"), "--format", "masks", "-q"], env=ENV, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert_one_line_error(p, "pack", "fastload[masks]")
+    assert not (tmp_path / "out").exists()
