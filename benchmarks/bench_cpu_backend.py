@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.cpu import CpuAugmenter, augment_image, hue_matrix, output_dtype
-from fastload.augment.params import sample_params, shadow_mask
+from fastload.augment.cpu import CpuAugmenter, augment_image, output_dtype
+from fastload.augment.params import hue_matrix, sample_params, shadow_mask
 from fastload.synth.scenes import encode_jpeg, make_scene
 
 CFG = AugmentConfig(out_size=(512, 512), hflip_prob=0.5, rotate_deg=(-15.0, 15.0),

@@ -1,8 +1,9 @@
 """`AugmentConfig`: what augmentation to apply, shared by the loader, `bench` and `inspect`.
 
 Generated from the common fields below plus every op's fields (``fastload.augment.ops``),
-in that order: a dataclass with one validated field each, ``off()`` built from the ops'
-"off" values, and JSON/YAML (de)serialization.
+in that order: a dataclass with one validated field each (a malformed value raises
+``ValueError`` naming the field; the fields after ``pad_value`` are keyword-only),
+``off()`` built from the ops' "off" values, and JSON/YAML (de)serialization.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ class _Methods:
 
 AugmentConfig = make_dataclass(
     "AugmentConfig",
-    [(f.name, Any, field(default=f.default)) for f in FIELDS],
+    [(f.name, Any, field(default=f.default, kw_only=f not in COMMON_HEAD)) for f in FIELDS],
     bases=(_Methods,),
     namespace={"__module__": __name__, "__doc__": _doc()},
 )
