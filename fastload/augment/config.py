@@ -15,44 +15,45 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from fastload.augment.ops import OPS
-from fastload.augment.ops.base import ConfigField, _bad, _finite, _is_number, plain_field, probability
+from fastload.augment.ops.base import (ConfigField, bad_value, finite_number, is_number,
+                                       plain_field, probability)
 from fastload.dtypes import OUTPUT_DTYPES
 
 
 def _out_size(name, v):
     want = "a (height, width) pair of positive integers"
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
-        raise _bad(name, want, v)
-    if not all(_is_number(x) and float(x) == int(x) and int(x) > 0 for x in v):
-        raise _bad(name, want, v)
+        raise bad_value(name, want, v)
+    if not all(is_number(x) and float(x) == int(x) and int(x) > 0 for x in v):
+        raise bad_value(name, want, v)
     return (int(v[0]), int(v[1]))
 
 
 def _flag(name, v):
-    if isinstance(v, (bool, np.bool_)) or (_is_number(v) and v in (0, 1)):
+    if isinstance(v, (bool, np.bool_)) or (is_number(v) and v in (0, 1)):
         return bool(v)
-    raise _bad(name, "true or false", v)
+    raise bad_value(name, "true or false", v)
 
 
 def _number(name, v):
-    return _finite(name, v, "a number")
+    return finite_number(name, v, "a number")
 
 
 def _triple(positive):
     def coerce(name, v):
         want = "3 positive numbers (R, G, B)" if positive else "3 numbers (R, G, B)"
         if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
-            raise _bad(name, want, v)
-        out = tuple(_finite(name, x, want) for x in v)
+            raise bad_value(name, want, v)
+        out = tuple(finite_number(name, x, want) for x in v)
         if positive and min(out) <= 0:
-            raise _bad(name, want, v)
+            raise bad_value(name, want, v)
         return out
     return coerce
 
 
 def _dtype(name, v):
     if v not in OUTPUT_DTYPES:
-        raise _bad(name, f"one of {OUTPUT_DTYPES}", v)
+        raise bad_value(name, f"one of {OUTPUT_DTYPES}", v)
     return str(v)
 
 

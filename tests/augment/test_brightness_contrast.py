@@ -120,3 +120,11 @@ def test_dali_cpu_operators_agree():
         fused = cpu.run(imgs, params).astype(np.int32)
     d = np.abs(dali - fused)
     assert np.mean(d > 2) < 0.01 and d.mean() < 0.5, (np.mean(d > 2), d.mean())
+
+
+def test_extending_md_shows_the_real_module():
+    from pathlib import Path
+    root = Path(__file__).parents[2]
+    doc = (root / "docs" / "extending.md").read_text()
+    module = (root / "fastload" / "augment" / "ops" / "brightness_contrast.py").read_text()
+    assert "```python\n" + module + "```" in doc

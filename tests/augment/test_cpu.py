@@ -394,7 +394,7 @@ def test_kernel_releases_the_gil():
     assert ticks > 50, (ticks, elapsed, one)
 
 
-# --------------------------------------------------------------- issue 4's checks, this backend
+# --------------------------------------------------------------- the DALI pipeline's checks, this backend
 def _fused_run(cfg, device, encs, params, batch_size=8):
     with CpuAugmenter(cfg, num_threads=2) as aug:
         return aug.run_torch(encs, params)

@@ -23,6 +23,7 @@ one instance of it named ``OP``. Everything about the op is in that module:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -50,30 +51,33 @@ class ConfigField:
         return self.off is not _NO_OFF
 
 
-def _bad(name, want, value):
+def bad_value(name, want, value) -> ValueError:
+    """The error for a malformed ``AugmentConfig.<name>``."""
     return ValueError(f"AugmentConfig.{name}: expected {want}, got {value!r}")
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
+    """A real number (not a bool)."""
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _finite(name, v, want):
-    if not _is_number(v) or not math.isfinite(float(v)):
-        raise _bad(name, want, v)
+def finite_number(name, v, want) -> float:
+    """``v`` as a float, or :func:`bad_value`."""
+    if not is_number(v) or not math.isfinite(float(v)):
+        raise bad_value(name, want, v)
     return float(v)
 
 
 def _coerce_probability(name, v):
-    p = _finite(name, v, "a probability in [0, 1]")
+    p = finite_number(name, v, "a probability in [0, 1]")
     if not 0.0 <= p <= 1.0:
-        raise _bad(name, "a probability in [0, 1]", v)
+        raise bad_value(name, "a probability in [0, 1]", v)
     return p
 
 
 def _pair(name, v, want):
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
-        raise _bad(name, want, v)
+        raise bad_value(name, want, v)
     return v[0], v[1]
 
 
@@ -85,15 +89,15 @@ def _range_coercer(shorthand: Optional[str], minimum: Optional[float], positive:
         want = "a number 0 <= x < 1 (the range (1 - x, 1 + x)) or " + want
 
     def coerce(name, v):
-        if shorthand and _is_number(v):
-            x = _finite(name, v, want)
+        if shorthand and is_number(v):
+            x = finite_number(name, v, want)
             if x < 0 or (shorthand == "around_one" and x >= 1):
-                raise _bad(name, want, v)
+                raise bad_value(name, want, v)
             v = (-x, x) if shorthand == "symmetric" else (1.0 - x, 1.0 + x)
         lo, hi = _pair(name, v, want)
-        lo, hi = _finite(name, lo, want), _finite(name, hi, want)
+        lo, hi = finite_number(name, lo, want), finite_number(name, hi, want)
         if lo > hi:
-            raise _bad(name, want, v)
+            raise bad_value(name, want, v)
         if minimum is not None and lo < minimum:
             raise ValueError(f"AugmentConfig.{name}: the range must start at >= {minimum}, "
                              f"got {(lo, hi)}")
@@ -107,11 +111,11 @@ def _count_range(name, v):
     want = "a (low, high) pair of integers with 0 <= low <= high"
     lo, hi = _pair(name, v, want)
     for x in (lo, hi):
-        if not _is_number(x) or float(x) != int(x):
-            raise _bad(name, want, v)
+        if not is_number(x) or float(x) != int(x):
+            raise bad_value(name, want, v)
     lo, hi = int(lo), int(hi)
     if not 0 <= lo <= hi:
-        raise _bad(name, want, v)
+        raise bad_value(name, want, v)
     return (lo, hi)
 
 
@@ -234,7 +238,7 @@ class Op:
         return {f.name: f.off for f in self.fields if f.has_off}
 
     # ---------------------------------------------------------------- per sample
-    @property
+    @functools.cached_property
     def stream(self) -> Optional[int]:
         """The Philox counter word of this op's own stream (``None`` for legacy ops): a
         64-bit hash of the op's name with the top bit set, so it never meets the legacy
