@@ -53,7 +53,7 @@ class ConfigField:
 
 def bad_value(name, want, value) -> ValueError:
     """The error for a malformed ``AugmentConfig.<name>``."""
-    return ValueError(f"AugmentConfig.{name}: expected {want}, got {value!r}")
+    return ValueError(f"AugmentConfig.{name} must be {want}, got {value!r}")
 
 
 def is_number(v) -> bool:
@@ -69,9 +69,9 @@ def finite_number(name, v, want) -> float:
 
 
 def _coerce_probability(name, v):
-    p = finite_number(name, v, "a probability in [0, 1]")
+    p = finite_number(name, v, "in [0, 1]")
     if not 0.0 <= p <= 1.0:
-        raise bad_value(name, "a probability in [0, 1]", v)
+        raise bad_value(name, "in [0, 1]", v)
     return p
 
 
@@ -99,10 +99,9 @@ def _range_coercer(shorthand: Optional[str], minimum: Optional[float], positive:
         if lo > hi:
             raise bad_value(name, want, v)
         if minimum is not None and lo < minimum:
-            raise ValueError(f"AugmentConfig.{name}: the range must start at >= {minimum}, "
-                             f"got {(lo, hi)}")
+            raise ValueError(f"AugmentConfig.{name} must start at >= {minimum}, got {(lo, hi)}")
         if positive and lo <= 0:
-            raise ValueError(f"AugmentConfig.{name}: the range must be positive, got {(lo, hi)}")
+            raise ValueError(f"AugmentConfig.{name} must be positive, got {(lo, hi)}")
         return (lo, hi)
     return coerce
 
