@@ -19,7 +19,8 @@ import threading
 import numpy as np
 from numba import njit
 
-__all__ = ["GOLDEN", "mix64", "normals3", "noise_key", "noise_normals", "icdf_table"]
+__all__ = ["GOLDEN", "SHIFT0", "SHIFT1", "SHIFT2", "MASK21", "mix64", "normal21", "noise_key",
+           "noise_normals", "icdf_table"]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -27,10 +28,11 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
-_S43 = np.uint64(43)
-_S22 = np.uint64(22)
-_S1 = np.uint64(1)
-_MASK21 = np.uint64((1 << 21) - 1)
+# channel c's 21-bit field of h is (h >> SHIFTc) & MASK21 (SHIFT0 leaves exactly 21 bits)
+SHIFT0 = np.uint64(43)
+SHIFT1 = np.uint64(22)
+SHIFT2 = np.uint64(1)
+MASK21 = np.uint64((1 << 21) - 1)
 
 _TABLE_BITS = 12
 _TAIL_BINS = 16
@@ -72,7 +74,7 @@ def _inv_norm_cdf(p):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _normal21(k, table):
+def normal21(k, table):
     """Standard normal for the 21-bit integer ``k``: inverse CDF at u = (k + .5) / 2^21,
     linear interpolation in a 4096-bin table, exact (Acklam) in the 16 outer bins per side
     (|z| > 2.66, where interpolation would be coarse). Max error ~2e-4 sigma."""
@@ -82,16 +84,6 @@ def _normal21(k, table):
     f = (float(k & 511) + 0.5) * 0.001953125
     t0 = table[b]
     return t0 + (table[b + 1] - t0) * f
-
-
-@njit(nogil=True, cache=True, inline="always")
-def normals3(key, p, table):
-    """The three channels' standard normals of pixel ``p`` (``i * W + j``) for ``key``
-    (:func:`noise_key`); ``table`` is :func:`icdf_table`."""
-    h = mix64(key + np.uint64(p) * GOLDEN)
-    return (_normal21(np.int64(h >> _S43), table),
-            _normal21(np.int64((h >> _S22) & _MASK21), table),
-            _normal21(np.int64((h >> _S1) & _MASK21), table))
 
 
 @njit(nogil=True, cache=True)
@@ -142,7 +134,7 @@ def noise_normals(noise_seed: int, height: int, width: int) -> np.ndarray:
         z = (z ^ (z >> _S30)) * _M1
         z = (z ^ (z >> _S27)) * _M2
         h = z ^ (z >> _S31)
-    k = np.stack([h >> _S43, (h >> _S22) & _MASK21, (h >> _S1) & _MASK21], -1).astype(np.int64)
+    k = np.stack([h >> SHIFT0, (h >> SHIFT1) & MASK21, (h >> SHIFT2) & MASK21], -1).astype(np.int64)
     b = k >> 9
     tail = (b < _TAIL_BINS) | (b >= (1 << _TABLE_BITS) - _TAIL_BINS)
     bi = np.clip(b, 1, (1 << _TABLE_BITS) - 2)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from fastload.augment.noise import icdf_table, noise_key, noise_normals, normals3
+from fastload.augment.noise import (GOLDEN, MASK21, SHIFT0, SHIFT1, SHIFT2, icdf_table, mix64,
+                                    noise_key, noise_normals, normal21)
 from fastload.augment.ops.base import DaliInput, Op, lerp, value_range
 
 _U64 = 1 << 64
@@ -20,10 +21,10 @@ _U64 = 1 << 64
 @njit(inline="always")
 def pixel(r, g, b, i, j, on, sigma, key, table, width):
     if on:
-        z0, z1, z2 = normals3(key, i * width + j, table)
-        r += sigma * z0
-        g += sigma * z1
-        b += sigma * z2
+        h = mix64(key + np.uint64(i * width + j) * GOLDEN)
+        r += sigma * normal21(np.int64(h >> SHIFT0), table)
+        g += sigma * normal21(np.int64((h >> SHIFT1) & MASK21), table)
+        b += sigma * normal21(np.int64((h >> SHIFT2) & MASK21), table)
     return r, g, b
 
 
