@@ -132,7 +132,7 @@ class DaliAugmenter:
         for i, q in enumerate(params):  # an op left out of the graph must not be needed
             for op in left_out:
                 if op.needed(q):
-                    vals = ", ".join(f"{k}={v!r}" for k, v in q.values_of(op.name).items())
+                    vals = ", ".join(f"{k}={v!r}"[:60] for k, v in q.values_of(op.name).items())
                     raise ValueError(f"sample {i}: {vals} but the config turns {op.name!r} off "
                                      f"({', '.join(f.name for f in op.fields)})")
         enc = []
