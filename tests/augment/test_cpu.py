@@ -23,7 +23,8 @@ from fastload.synth.scenes import encode_jpeg, encode_png, make_scene
 
 ALL_ON = dict(hflip_prob=0.5, vflip_prob=0.3, rotate_deg=(-60.0, 60.0), scale=(0.6, 1.4),
               translate=(-0.2, 0.2), hue_deg=(-40.0, 40.0), noise_sigma=(2.0, 10.0),
-              shadow_prob=1.0, shadow_count=(1, 3), shadow_darkness=(0.3, 0.8))
+              shadow_prob=1.0, shadow_count=(1, 3), shadow_darkness=(0.3, 0.8),
+              brightness=0.15, contrast=0.2)
 
 
 def _params(matrix, hue=0.0, sigma=0.0, seed=0, polys=(), dark=1.0):
@@ -124,6 +125,7 @@ def test_warp_matches_dali_warp_affine():
     img = _textured(rng, 120, 160)
     cfg = AugmentConfig(out_size=(96, 112), pad_value=37.0, dtype="uint8",
                         **{**ALL_ON, "hue_deg": (0, 0), "noise_sigma": (0, 0), "shadow_prob": 0.0,
+                           "brightness": 0.0, "contrast": 0.0,
                            "hflip_prob": 1.0})
     for idx in range(3):
         p = sample_params(cfg, 5, 0, idx, 120, 160)
