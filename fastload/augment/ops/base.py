@@ -11,8 +11,10 @@ one instance of it named ``OP``. Everything about the op is in that module:
 - ``moves_coordinates`` + :meth:`Op.compose`: ops that move pixels compose the sample's
   one matrix (the warp itself is the pipeline's, not an op's);
 - ``pixel`` + ``kernel_args`` + :meth:`Op.kernel_values`: its piece of the fused CPU
-  kernel, an ``@njit(inline="always")`` function ``pixel(r, g, b, i, j, *args) -> (r, g, b)``
-  on one output pixel (float64 values in 0..255, row ``i``, column ``j``);
+  kernel, a function ``pixel(r, g, b, i, j, *args) -> (r, g, b)`` on one output pixel
+  (float64 values in 0..255, row ``i``, column ``j``), pasted into the kernel's loop as
+  source (``fastload.augment.splice`` says what it may contain); decorated
+  ``@njit(inline="always")`` so that Numba code can call it too;
 - ``dali_inputs`` + :meth:`Op.dali_fragment`: its piece of the DALI graph and the
   per-sample external inputs that feed it;
 - :meth:`Op.reference`: the slow, obvious NumPy version on the whole (H, W, 3) float64 image.
