@@ -1,90 +1,109 @@
-"""`AugmentConfig`: what augmentation to apply, shared by the loader, `bench` and `inspect`."""
+"""`AugmentConfig`: what augmentation to apply, shared by the loader, `bench` and `inspect`.
+
+Generated from the common fields below plus every op's fields (``fastload.augment.ops``),
+in that order: a dataclass with one validated field each (a malformed value raises
+``ValueError`` naming the field; the fields after ``pad_value`` are keyword-only),
+``off()`` built from the ops' "off" values, and JSON/YAML (de)serialization.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields, make_dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Dict, Tuple
 
-DTYPES = ("float32", "float16", "bfloat16", "uint8")
+import numpy as np
+
+from fastload.augment.ops import OPS
+from fastload.augment.ops.base import (ConfigField, bad_value, finite_number, is_number,
+                                       plain_field, probability)
+from fastload.dtypes import OUTPUT_DTYPES
 
 
-@dataclass
-class AugmentConfig:
-    """Augmentation settings. All ranges are ``(low, high)``, drawn uniformly per sample.
+def _out_size(name, v):
+    want = "a (height, width) pair of positive integers"
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
+        raise bad_value(name, want, v)
+    if not all(is_number(x) and float(x) == int(x) and int(x) > 0 for x in v):
+        raise bad_value(name, want, v)
+    return (int(v[0]), int(v[1]))
 
-    Geometry (flip, rotation, scale, translation and the fit to the output size) is
-    composed into one 3x3 matrix per sample and applied in one warp.
 
-    - ``out_size``: output ``(height, width)``.
-    - ``keep_aspect``: letterbox (scale to fit, pad with ``pad_value``) instead of stretching.
-    - ``hflip_prob`` / ``vflip_prob``: flip probabilities (x' = W - x, DESIGN.md convention).
-    - ``rotate_deg``: rotation range in degrees about the output center.
-    - ``scale``: extra scale factor range (1, 1) = none.
-    - ``translate``: translation range as a fraction of the output size (per axis, symmetric).
-    - ``hue_deg``: hue rotation range in degrees.
-    - ``noise_sigma``: gaussian noise standard deviation range, in 0..255 intensity units.
-    - ``shadow_prob`` / ``shadow_count`` / ``shadow_darkness``: probability of any shadow,
-      number of shadow polygons (inclusive range), and the multiplicative factor range
-      applied inside a shadow (0.5 = half as bright).
-    - ``mean`` / ``std``: normalization in 0..255 units, applied per RGB channel.
-    - ``dtype``: output dtype, one of float32, float16, bfloat16, uint8 (uint8 skips normalize).
-    - ``min_visible``: instances whose visible (clipped) area falls under this fraction of
-      their transformed area are dropped.
-    """
+def _flag(name, v):
+    if isinstance(v, (bool, np.bool_)) or (is_number(v) and v in (0, 1)):
+        return bool(v)
+    raise bad_value(name, "true or false", v)
 
-    out_size: Tuple[int, int] = (512, 512)
-    keep_aspect: bool = True
-    pad_value: float = 0.0
-    hflip_prob: float = 0.5
-    vflip_prob: float = 0.0
-    rotate_deg: Tuple[float, float] = (-15.0, 15.0)
-    scale: Tuple[float, float] = (0.8, 1.2)
-    translate: Tuple[float, float] = (-0.1, 0.1)
-    hue_deg: Tuple[float, float] = (-18.0, 18.0)
-    noise_sigma: Tuple[float, float] = (0.0, 8.0)
-    shadow_prob: float = 0.3
-    shadow_count: Tuple[int, int] = (1, 2)
-    shadow_darkness: Tuple[float, float] = (0.5, 0.8)
-    mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)
-    std: Tuple[float, float, float] = (58.395, 57.12, 57.375)
-    dtype: str = "float32"
-    min_visible: float = 0.1
 
+def _number(name, v):
+    return finite_number(name, v, "a number")
+
+
+def _triple(positive):
+    def coerce(name, v):
+        want = "3 positive numbers (R, G, B)" if positive else "3 numbers (R, G, B)"
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
+            raise bad_value(name, want, v)
+        out = tuple(finite_number(name, x, want) for x in v)
+        if positive and min(out) <= 0:
+            raise bad_value(name, want, v)
+        return out
+    return coerce
+
+
+def _dtype(name, v):
+    if v not in OUTPUT_DTYPES:
+        raise bad_value(name, f"one of {OUTPUT_DTYPES}", v)
+    return str(v)
+
+
+COMMON_HEAD: Tuple[ConfigField, ...] = (
+    plain_field("out_size", (512, 512), "output (height, width)", _out_size),
+    plain_field("keep_aspect", True, "letterbox (uniform scale, centered, padded with "
+                "pad_value) instead of stretching", _flag),
+    plain_field("pad_value", 0.0, "value (0..255) of output pixels whose source position is "
+                "outside the image", _number),
+)
+COMMON_TAIL: Tuple[ConfigField, ...] = (
+    plain_field("mean", (123.675, 116.28, 103.53), "per-channel normalization mean, 0..255 "
+                "units", _triple(False)),
+    plain_field("std", (58.395, 57.12, 57.375), "per-channel normalization std, 0..255 units",
+                _triple(True)),
+    plain_field("dtype", "float32", "output dtype: float32, float16, bfloat16 (float32 in "
+                "DALI, converted by torch) or uint8 (no normalize)", _dtype),
+    probability("min_visible", 0.1, "instances whose visible (clipped) area falls under this "
+                "fraction of their moved area are dropped"),
+)
+FIELDS: Tuple[ConfigField, ...] = COMMON_HEAD + tuple(f for op in OPS for f in op.fields) \
+    + COMMON_TAIL
+_BY_NAME: Dict[str, ConfigField] = {f.name: f for f in FIELDS}
+
+
+def _doc() -> str:
+    lines = ["Augmentation settings. Ranges are ``(low, high)``, drawn uniformly per sample; "
+             "the ops' ranges accept",
+             "a number ``x`` for ``(-x, x)`` where noted (``scale``: ``(1 - x, 1 + x)``).", "",
+             "Geometry (flip, rotation, scale, translation and the fit to the output size) is",
+             "composed into one 3x3 matrix per sample and applied in one warp.", ""]
+    for f in FIELDS:
+        lines.append(f"- ``{f.name}`` (default ``{f.default!r}``): {f.doc}.")
+    return "\n".join(lines)
+
+
+class _Methods:
     def __post_init__(self):
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                setattr(self, f.name, tuple(v))
-        h, w = self.out_size
-        if int(h) <= 0 or int(w) <= 0:
-            raise ValueError(f"out_size must be positive, got {self.out_size}")
-        self.out_size = (int(h), int(w))
-        for name in ("hflip_prob", "vflip_prob", "shadow_prob", "min_visible"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        for name in ("rotate_deg", "scale", "translate", "hue_deg", "noise_sigma",
-                     "shadow_count", "shadow_darkness"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name} range must be (low, high) with low <= high, got {(lo, hi)}")
-        if self.scale[0] <= 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-        if self.noise_sigma[0] < 0:
-            raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std must be 3 values each, std positive")
+        for f in FIELDS:
+            setattr(self, f.name, f.coerce(f.name, getattr(self, f.name)))
+        for op in OPS:
+            op.check(self)
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def off(cls, out_size=(512, 512), **kw) -> "AugmentConfig":
         """Every augmentation off: the plain resized (letterboxed) and normalized image."""
-        base = dict(out_size=out_size, hflip_prob=0.0, vflip_prob=0.0, rotate_deg=(0.0, 0.0),
-                    scale=(1.0, 1.0), translate=(0.0, 0.0), hue_deg=(0.0, 0.0),
-                    noise_sigma=(0.0, 0.0), shadow_prob=0.0)
+        base: Dict[str, Any] = {"out_size": out_size}
+        for op in OPS:
+            base.update(op.off_values())
         base.update(kw)
         return cls(**base)
 
@@ -113,7 +132,24 @@ class AugmentConfig:
             d = json.loads(text)
         if not isinstance(d, dict):
             raise ValueError(f"{p}: expected a mapping of AugmentConfig keys")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
 
     def to_file(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write :meth:`to_dict` as YAML for a ``.yaml``/``.yml`` path, else as JSON."""
+        p = Path(path)
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+AugmentConfig = make_dataclass(
+    "AugmentConfig",
+    [(f.name, Any, field(default=f.default, kw_only=f not in COMMON_HEAD)) for f in FIELDS],
+    bases=(_Methods,),
+    namespace={"__module__": __name__, "__doc__": _doc()},
+)

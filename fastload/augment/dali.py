@@ -5,24 +5,22 @@
     params = [sample_params(cfg, seed, epoch, i, h, w) for ...]
     images = aug.run(encoded_list, params)                       # torch (B, 3, H, W) cfg.dtype
 
-Per sample, in this order (BRIEF.md "Image augmentation semantics"):
+The graph is built from the op table (``fastload.augment.ops``), per sample:
 
 1. decode to HWC uint8 RGB (``device="mixed"`` with a GPU, ``"cpu"`` otherwise);
 2. ONE ``fn.warp_affine`` with the 2x3 part of ``params.matrix`` (source -> output,
    ``inverse_map=False``), bilinear, ``fill_value=cfg.pad_value``, size ``cfg.out_size``;
    output pixel (i, j) samples the source at M^-1 (j + .5, i + .5) (continuous coords);
    result rounded to uint8;
-3. ``fn.hue(hue=params.hue_deg)`` (YIQ rotation, DALI's definition), uint8;
-4. shadow: ``img * (1 - mask * (1 - darkness))`` with ``mask`` the full-resolution uint8
-   (H, W, 1) :func:`fastload.augment.params.shadow_mask` fed as an external input, rounded
-   back to uint8 (DALI's float->int cast: round to nearest, saturate);
-5. ``fn.noise.gaussian(stddev=params.noise_sigma)`` on uint8 (adds N(0, sigma), rounds,
-   clamps to [0, 255]);
-6. ``fn.crop_mirror_normalize`` to CHW ``(v - mean) / std`` in float32 / float16
+3. each pixel op the config turns on, in table order, as its DALI fragment fed by its
+   external inputs (``Op.dali_inputs``, filled from the params): ``fn.hue``,
+   ``fn.brightness_contrast``, the shadow mask product, ``fn.noise.gaussian``; each
+   rounds back to uint8 (round to nearest, saturate);
+4. ``fn.crop_mirror_normalize`` to CHW ``(v - mean) / std`` in float32 / float16
    (bfloat16: float32 in DALI, converted by torch); uint8: a plain HWC->CHW transpose.
 
-Stages whose config range is off (``hue_deg == (0, 0)``, ``noise_sigma == (0, 0)``,
-``shadow_prob == 0``) are left out of the graph entirely.
+An op the config turns off is left out of the graph entirely; params that need it
+(e.g. ``hue_deg != 0`` with ``cfg.hue_deg == (0, 0)``) raise ``ValueError``.
 
 Noise values: DALI seeds its noise operator once per pipeline (``seed`` argument of this
 class), not per sample; ``params.noise_seed`` is NOT used here, only ``noise_sigma``. The
@@ -43,12 +41,15 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.params import SampleParams, shadow_mask
+from fastload.augment.ops import PIXEL_OPS
+from fastload.augment.ops.base import DaliContext
+from fastload.augment.params import SampleParams
+from fastload.dtypes import output_numpy_dtype, torch_dtype
+from fastload.optional import require
 
 
-def _types():
-    from nvidia.dali import types
-    return types
+def _dali():
+    return require("nvidia.dali", extra="dali", what="the DALI image backend")
 
 
 class DaliAugmenter:
@@ -69,9 +70,7 @@ class DaliAugmenter:
         self.device_id = device_id
         self.num_threads = int(num_threads)
         self.seed = int(seed)
-        self.use_hue = tuple(cfg.hue_deg) != (0.0, 0.0)
-        self.use_noise = float(cfg.noise_sigma[1]) > 0.0
-        self.use_shadow = cfg.shadow_prob > 0.0
+        self.ops = tuple(op for op in PIXEL_OPS if op.active(cfg))  # in the graph
         self._pending: deque = deque()
         self._lock = threading.Lock()
         self._decode_pipe = None
@@ -79,12 +78,14 @@ class DaliAugmenter:
 
     # --------------------------------------------------------------------- graph
     def _build(self, depth):
-        from nvidia.dali import fn, pipeline_def
-        types = _types()
+        _dali()
+        from nvidia.dali import fn, pipeline_def, types
         cfg = self.cfg
         gpu = self.device_id is not None
         out_h, out_w = cfg.out_size
-        use_hue, use_noise, use_shadow = self.use_hue, self.use_noise, self.use_shadow
+        ctx = DaliContext(fn, types, gpu, cfg)
+        dtypes = {"float32": types.FLOAT, "uint8": types.UINT8}
+        ops = self.ops
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.num_threads,
                       device_id=self.device_id, seed=self.seed, exec_dynamic=True,
@@ -98,19 +99,13 @@ class DaliAugmenter:
             img = fn.warp_affine(img, matrix=mtx, size=(out_h, out_w), inverse_map=False,
                                  fill_value=float(cfg.pad_value),
                                  interp_type=types.INTERP_LINEAR, dtype=types.UINT8)
-            if use_hue:
-                hue = fn.external_source(name="hue", dtype=types.FLOAT, ndim=0)
-                img = fn.hue(img, hue=hue)
-            if use_shadow:
-                mask = fn.external_source(name="mask", dtype=types.UINT8, ndim=3, layout="HWC")
-                dark = fn.external_source(name="dark", dtype=types.FLOAT, ndim=0)
-                if gpu:
-                    mask, dark = mask.gpu(), dark.gpu()
-                factor = 1.0 - fn.cast(mask, dtype=types.FLOAT) * (1.0 - dark)
-                img = fn.cast(img * factor, dtype=types.UINT8)
-            if use_noise:
-                sig = fn.external_source(name="sigma", dtype=types.FLOAT, ndim=0)
-                img = fn.noise.gaussian(img, stddev=sig)
+            for op in ops:
+                inputs = {}
+                for inp in op.dali_inputs:
+                    kw = {"layout": inp.layout} if inp.layout else {}
+                    inputs[inp.name] = fn.external_source(
+                        name=f"{op.name}_{inp.name}", dtype=dtypes[inp.dtype], ndim=inp.ndim, **kw)
+                img = op.dali_fragment(img, inputs, ctx)
             if cfg.dtype == "uint8":
                 out = fn.transpose(img, perm=[2, 0, 1], output_layout="CHW")
             else:
@@ -133,15 +128,13 @@ class DaliAugmenter:
             raise ValueError(f"{n} encoded images but {len(sizes)} sizes")
         if not 0 < n <= self.batch_size:
             raise ValueError(f"batch of {n} samples; must be 1..{self.batch_size}")
-        out_h, out_w = self.cfg.out_size
-        for i, q in enumerate(params):  # a stage left out of the graph must not be needed
-            if not self.use_hue and q.hue_deg != 0.0:
-                raise ValueError(f"sample {i}: hue_deg={q.hue_deg} but cfg.hue_deg is off")
-            if not self.use_noise and q.noise_sigma != 0.0:
-                raise ValueError(f"sample {i}: noise_sigma={q.noise_sigma} but cfg.noise_sigma "
-                                 "is off")
-            if not self.use_shadow and q.shadow_polygons and q.shadow_darkness != 1.0:
-                raise ValueError(f"sample {i}: has a shadow but cfg.shadow_prob is 0")
+        left_out = [op for op in PIXEL_OPS if op not in self.ops]
+        for i, q in enumerate(params):  # an op left out of the graph must not be needed
+            for op in left_out:
+                if op.needed(q):
+                    vals = ", ".join(f"{k}={v!r}"[:60] for k, v in q.values_of(op.name).items())
+                    raise ValueError(f"sample {i}: {vals} but the config turns {op.name!r} off "
+                                     f"({', '.join(f.name for f in op.fields)})")
         enc = []
         for i, e in enumerate(encoded):
             a = np.frombuffer(e, np.uint8) if isinstance(e, (bytes, bytearray, memoryview)) \
@@ -152,13 +145,9 @@ class DaliAugmenter:
         p = self.pipe
         p.feed_input("enc", enc)
         p.feed_input("mtx", [np.ascontiguousarray(q.matrix[:2], np.float32) for q in params])
-        if self.use_hue:
-            p.feed_input("hue", [np.float32(q.hue_deg) for q in params])
-        if self.use_shadow:
-            p.feed_input("mask", [shadow_mask(q, out_h, out_w)[:, :, None] for q in params])
-            p.feed_input("dark", [np.float32(q.shadow_darkness) for q in params])
-        if self.use_noise:
-            p.feed_input("sigma", [np.float32(q.noise_sigma) for q in params])
+        for op in self.ops:
+            for inp in op.dali_inputs:
+                p.feed_input(f"{op.name}_{inp.name}", [inp.feed(q, self.cfg) for q in params])
         return enc
 
     def _copy_stream(self):
@@ -184,8 +173,7 @@ class DaliAugmenter:
             return t.to(torch.bfloat16) if self.cfg.dtype == "bfloat16" else t
         from nvidia.dali.plugin.pytorch import feed_ndarray
         tensor = out.as_tensor()
-        dtype = {"float32": torch.float32, "bfloat16": torch.float32,
-                 "float16": torch.float16, "uint8": torch.uint8}[self.cfg.dtype]
+        dtype = torch_dtype(output_numpy_dtype(self.cfg.dtype))  # bfloat16: float32 here
         dev = torch.device("cuda", self.device_id)
         side = self._copy_stream()
         with torch.cuda.stream(side):
@@ -225,8 +213,7 @@ class DaliAugmenter:
         raise RuntimeError(f"DALI augmentation pipeline failed: {err}") from err
 
     def _try_decode(self, a: np.ndarray) -> Optional[str]:
-        from nvidia.dali import fn, pipeline_def
-        types = _types()
+        from nvidia.dali import fn, pipeline_def, types
         if self._decode_pipe is None:
             @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_dynamic=True,
                           prefetch_queue_depth=1)

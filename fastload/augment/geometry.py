@@ -29,7 +29,7 @@ Rules (both the Numba kernel and the plain reference implement them):
   transformed (unclipped) area; an ignore region is kept when any of it is visible;
 - an instance without polygon parts (box-only annotations) uses its record bbox, moved
   as a 4-corner polygon, for the decision and the box, and stays without parts;
-- ``boxes`` are the tight min/max of the clipped parts;
+- ``boxes`` are the tight min/max of the clipped parts (``fastload.targets.boxes.vertex_box``);
 - keypoints are moved by the matrix; a keypoint whose moved position is outside the
   half-open frame [0, W) x [0, H), or whose visibility was 0, gets visibility 0 and
   (x, y) = (0, 0) (the COCO way of writing "not labeled");
@@ -49,6 +49,7 @@ import numpy as np
 from numba import njit
 
 from fastload.record import FLAG_IGNORE, Record
+from fastload.targets.boxes import vertex_box
 
 
 @dataclass
@@ -172,10 +173,7 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
         np_start = np_out
         area_t = 0.0
         area_v = 0.0
-        x1 = np.inf
-        y1 = np.inf
-        x2 = -np.inf
-        y2 = -np.inf
+        x1 = y1 = x2 = y2 = 0.0
         if p1 > p0:
             for p in range(p0, p1):
                 s = part_offsets[p]
@@ -205,17 +203,11 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
                 for i in range(mc):
                     out[q + i, 0] = np.float32(c[i, 0])
                     out[q + i, 1] = np.float32(c[i, 1])
-                    if c[i, 0] < x1:
-                        x1 = c[i, 0]
-                    if c[i, 0] > x2:
-                        x2 = c[i, 0]
-                    if c[i, 1] < y1:
-                        y1 = c[i, 1]
-                    if c[i, 1] > y2:
-                        y2 = c[i, 1]
                 q += mc
                 np_out += 1
                 out_poff[np_out] = q
+            if q > q_start:  # float32 rounding is monotonic: same box as in float64
+                x1, y1, x2, y2 = vertex_box(out, q_start, q)
         else:
             # box-only instance: its bbox as a 4-corner polygon, no parts emitted
             bx1 = np.float64(bboxes[k, 0])
@@ -232,11 +224,7 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
             c, mc = _clip_rect(poly, w, h)
             if mc >= 3:
                 area_v = _area(c, mc)
-                for i in range(mc):
-                    x1 = min(x1, c[i, 0])
-                    x2 = max(x2, c[i, 0])
-                    y1 = min(y1, c[i, 1])
-                    y2 = max(y2, c[i, 1])
+                x1, y1, x2, y2 = vertex_box(c, 0, mc)
         is_ignore = (flags[k] & 1) != 0
         ok = area_v > 0.0 and (is_ignore or area_v >= min_visible * area_t)
         if ok:

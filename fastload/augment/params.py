@@ -1,110 +1,125 @@
-"""Per-sample augmentation parameters, drawn from (seed, epoch, index) by a counter-based generator.
+"""Per-sample augmentation parameters, drawn from (seed, epoch, index) by counter-based
+generators, and :class:`SampleParams`, the container both are built from the op table.
 
 The parameter sampler is the single source of randomness for geometry and photometry:
 backends (DALI GPU, DALI CPU, fused Numba CPU) take these parameters as inputs and draw
 nothing of their own, so image and annotations always agree.
 
-Generator
----------
-Each sample gets its own ``numpy.random.Generator(numpy.random.Philox(key=K))`` with the
-128-bit Philox-4x64 key ``K = [seed mod 2**64, (epoch << 32) | index]`` (two uint64 words;
-``epoch`` and ``index`` must be in ``[0, 2**32)``), counter starting at 0. No SeedSequence,
-no global state: the same (seed, epoch, index) gives the same stream on any machine, in
-any thread, in any order. Draw order (fixed, so that turning one augmentation off does
-not change the others):
+Streams (the draw rule)
+-----------------------
+The key of every stream of a sample is the 128-bit Philox-4x64 key
+``K = [seed mod 2**64, (epoch << 32) | index]`` (``epoch`` and ``index`` in ``[0, 2**32)``);
+no SeedSequence, no global state: the same (seed, epoch, index) gives the same streams on
+any machine, in any thread, in any order.
 
-1. ``u = gen.random(10)``: hflip, vflip, rotation, scale, translate x, translate y,
-   hue, noise sigma, shadow-on, shadow darkness;
-2. ``noise_seed = gen.integers(0, 2**64, dtype=uint64)``;
-3. shadow polygons (only when a shadow is drawn): count, then per polygon the vertex
-   count, center, radius and vertex angles/radii.
+1. The legacy stream (counter starting at 0) serves the four original ops, in a layout
+   kept so that their draws stay bit-identical to fastload 0.1:
+   ``u = gen.random(10)`` -- each legacy op owns a declared slice of it (``legacy_uniforms``:
+   affine 0:6 = hflip, vflip, rotation, scale, tx, ty; hue 6; noise 7 = sigma; shadow
+   8:10 = on, darkness) -- then each legacy op's extra draws in the order of its slice
+   (noise: ``noise_seed = gen.integers(0, 2**64, dtype=uint64)``; shadow, only when a
+   shadow is drawn: the polygons). This block is frozen: no op joins it.
+2. Every other op draws from its own stream: the same key with the counter's top word set
+   to the op's ``stream`` (a 64-bit hash of its name with the top bit set; the legacy
+   counter counts up from 0 and never gets there). Adding, enabling or changing such an op
+   never changes another op's draws. An op whose config is off draws nothing and gets its
+   identity values.
 
-The matrix is composed in float64 with ``math`` functions and rounded to float32 once.
-
-Matrix (all in continuous pixel coordinates, DESIGN.md: pixel (i, j) covers
-[j, j+1) x [i, i+1), a horizontal flip is x' = W - x)
--------------------------------------------------------------------------------------
-``M = T(c + t) @ R(theta) @ S(s) @ V @ H @ Fit`` where, with output size (H, W) and
-``c = (W/2, H/2)``:
-
-- ``Fit`` maps the source frame [0, src_w] x [0, src_h] onto the output: with
-  ``keep_aspect`` a uniform scale ``min(W/src_w, H/src_h)`` and centering (letterbox,
-  padded with ``pad_value``); otherwise per-axis scales ``W/src_w``, ``H/src_h``
-  (stretch);
-- ``H`` = ``[[-1, 0, W], [0, 1, 0], [0, 0, 1]]`` when hflip (x' = W - x in output
-  coordinates), ``V`` = ``[[1, 0, 0], [0, -1, H], [0, 0, 1]]`` when vflip;
-- ``S(s)``, ``R(theta)`` scale and rotate about the output center ``c``; positive
-  ``theta`` turns the picture counter-clockwise as seen on screen (y points down):
-  ``x' = cx + cos*dx + sin*dy``, ``y' = cy - sin*dx + cos*dy``;
-- ``t = (tx * W, ty * H)``, ``tx``, ``ty`` drawn independently from ``cfg.translate``.
-
-Shadows
--------
-``k`` in ``cfg.shadow_count`` (inclusive) star-shaped (hence simple) polygons of 3 to 6
-vertices, in OUTPUT pixel coordinates, center uniform in the frame, radius 0.15 to 0.45
-of ``min(H, W)`` (like albumentations' RandomShadow: random polygons spanning parts of
-the image). One darkness factor per sample. A pixel is shadowed when its center lies in
-any polygon (:func:`shadow_mask`, ``fastload.targets.raster`` rule, full resolution).
+The matrix: ``fit_matrix`` (source frame onto the output: letterbox or stretch), then each
+op that moves coordinates composes onto it in table order (``fastload.augment.ops.affine``),
+in float64, rounded to float32 once.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+import copy
+import functools
+from dataclasses import field, fields, make_dataclass
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from fastload.augment.config import AugmentConfig
+from fastload.augment.ops import GEOMETRIC_OPS, OPS, BY_NAME
+from fastload.augment.ops.base import Draws, Frame, same_value
+from fastload.augment.ops.hue import hue_matrix
+from fastload.augment.ops.shadow import shadow_mask
+
+__all__ = ["SampleParams", "make_generator", "stream_generator", "fit_matrix",
+           "compose_matrix", "sample_params", "sample_params_batch", "shadow_mask",
+           "hue_matrix", "batch_matrices"]
 
 _U64 = (1 << 64) - 1
+_LEGACY = tuple(sorted((op for op in OPS if op.legacy_uniforms is not None),
+                       key=lambda op: op.legacy_uniforms.start))
+_LEGACY_UNIFORMS = max((op.legacy_uniforms.stop for op in _LEGACY), default=0)
+_STREAM_OPS = tuple(op for op in OPS if op.legacy_uniforms is None)
 
 
-@dataclass
-class SampleParams:
-    """One sample's augmentation.
-
-    ``matrix``: float32 (3, 3) mapping source image pixel coords to output pixel coords
-    (continuous convention). ``shadow_polygons``: float32 (N, 2) polygons in OUTPUT pixel
-    coords. ``noise_sigma`` in 0..255 units; ``shadow_darkness`` 1.0 means no shadow.
-    """
-
-    matrix: np.ndarray
-    hflip: bool
-    vflip: bool
-    hue_deg: float
-    noise_sigma: float
-    noise_seed: int
-    shadow_polygons: list = field(default_factory=list)
-    shadow_darkness: float = 1.0
-
+# ------------------------------------------------------------------ the container
+class _ParamsMethods:
     def __eq__(self, other):  # arrays make the generated __eq__ ambiguous
         if not isinstance(other, SampleParams):
             return NotImplemented
-        return (np.array_equal(self.matrix, other.matrix) and self.hflip == other.hflip
-                and self.vflip == other.vflip and self.hue_deg == other.hue_deg
-                and self.noise_sigma == other.noise_sigma and self.noise_seed == other.noise_seed
-                and self.shadow_darkness == other.shadow_darkness
-                and len(self.shadow_polygons) == len(other.shadow_polygons)
-                and all(np.array_equal(a, b) for a, b in zip(self.shadow_polygons,
-                                                             other.shadow_polygons)))
+        return all(same_value(getattr(self, f.name), getattr(other, f.name))
+                   for f in fields(self))
+
+    __hash__ = None
+
+    def values_of(self, op_name: str) -> Dict[str, Any]:
+        """The values of one op (``{name: value}``)."""
+        return {k: getattr(self, k) for k in BY_NAME[op_name].values}
 
 
-def make_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The per-sample counter-based generator (see module docstring for the key)."""
+def _value_field(default):
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=functools.partial(copy.copy, default), kw_only=True)
+    return field(default=default, kw_only=True)
+
+
+def _params_doc() -> str:
+    lines = ["One sample's augmentation: ``matrix`` plus every op's values.", "",
+             "``matrix``: float32 (3, 3) mapping source image pixel coords to output pixel "
+             "coords (continuous", "convention, DESIGN.md). Values (keyword arguments; a "
+             "value left out is its op's identity):", ""]
+    for op in OPS:
+        lines.append(f"- {op.name}: " + ", ".join(f"``{k}`` (identity ``{v!r}``)"
+                                                  for k, v in op.values.items()))
+    lines += ["", "``shadow_polygons`` are float32 (N, 2) in OUTPUT pixel coords; "
+              "``noise_sigma`` in 0..255 units."]
+    return "\n".join(lines)
+
+
+SampleParams = make_dataclass(
+    "SampleParams",
+    [("matrix", np.ndarray)]
+    + [(k, Any, _value_field(v)) for op in OPS for k, v in op.values.items()],
+    bases=(_ParamsMethods,), eq=False,
+    namespace={"__module__": __name__, "__doc__": _params_doc()},
+)
+
+
+# ------------------------------------------------------------------ generators
+def _key(seed: int, epoch: int, index: int) -> np.ndarray:
     seed, epoch, index = int(seed), int(epoch), int(index)
     if not 0 <= epoch < (1 << 32):
         raise ValueError(f"epoch must be in [0, 2**32), got {epoch}")
     if not 0 <= index < (1 << 32):
         raise ValueError(f"index must be in [0, 2**32), got {index}")
-    key = np.array([seed & _U64, (epoch << 32) | index], dtype=np.uint64)
-    return np.random.Generator(np.random.Philox(key=key))
+    return np.array([seed & _U64, (epoch << 32) | index], dtype=np.uint64)
 
 
-def _lerp(rng: Tuple[float, float], u: float) -> float:
-    lo, hi = float(rng[0]), float(rng[1])
-    return lo + (hi - lo) * u if hi > lo else lo
+def make_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The sample's legacy stream (see the module docstring for the key)."""
+    return np.random.Generator(np.random.Philox(key=_key(seed, epoch, index)))
 
 
+def stream_generator(seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
+    """The sample's stream number ``stream`` (an op's ``Op.stream``): the same key, the
+    counter starting at ``stream << 192``."""
+    counter = np.array([0, 0, 0, int(stream) & _U64], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=_key(seed, epoch, index), counter=counter))
+
+
+# ------------------------------------------------------------------ the matrix
 def fit_matrix(src_h: int, src_w: int, out_h: int, out_w: int, keep_aspect: bool) -> np.ndarray:
     """float64 (3, 3): source frame -> output frame (letterbox centered, or stretch)."""
     if keep_aspect:
@@ -118,42 +133,17 @@ def fit_matrix(src_h: int, src_w: int, out_h: int, out_w: int, keep_aspect: bool
 def compose_matrix(src_h: int, src_w: int, out_h: int, out_w: int, keep_aspect: bool = True,
                    hflip: bool = False, vflip: bool = False, rotate_deg: float = 0.0,
                    scale: float = 1.0, translate: Tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """The float32 (3, 3) source->output matrix for explicit parameters (module docstring)."""
+    """The float32 (3, 3) source->output matrix for explicit parameters
+    (``fastload.augment.ops.affine``)."""
+    frame = Frame(int(src_h), int(src_w), int(out_h), int(out_w))
     m = fit_matrix(src_h, src_w, out_h, out_w, keep_aspect)
-    if hflip:
-        m = np.array([[-1.0, 0.0, out_w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
-    if vflip:
-        m = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, out_h], [0.0, 0.0, 1.0]]) @ m
-    cx, cy = out_w / 2.0, out_h / 2.0
-    th = math.radians(rotate_deg)
-    c, s = math.cos(th) * scale, math.sin(th) * scale
-    tx, ty = translate[0] * out_w, translate[1] * out_h
-    # T(c + t) @ [[c, s], [-s, c]] @ T(-c)
-    a = np.array([[c, s, cx + tx - (c * cx + s * cy)],
-                  [-s, c, cy + ty - (-s * cx + c * cy)],
-                  [0.0, 0.0, 1.0]])
-    return (a @ m).astype(np.float32)
+    values = {"hflip": hflip, "vflip": vflip, "rotate_deg": rotate_deg, "scale": scale,
+              "translate": translate}
+    return BY_NAME["affine"].compose(m, values, frame).astype(np.float32)
 
 
-def _shadow_polygons(gen: np.random.Generator, cfg: AugmentConfig, out_h: int,
-                     out_w: int) -> List[np.ndarray]:
-    lo, hi = int(cfg.shadow_count[0]), int(cfg.shadow_count[1])
-    k = int(gen.integers(lo, hi + 1)) if hi > lo else lo
-    polys = []
-    m = min(out_h, out_w)
-    for _ in range(max(k, 0)):
-        n = int(gen.integers(3, 7))
-        cx, cy = gen.random(2) * np.array([out_w, out_h], np.float64)
-        r = m * (0.15 + 0.30 * gen.random())
-        ang = np.sort(gen.random(n)) * (2.0 * np.pi)
-        rad = r * (0.5 + 0.5 * gen.random(n))
-        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
-        polys.append(pts.astype(np.float32))
-    return polys
-
-
-def sample_params(cfg: AugmentConfig, seed: int, epoch: int, index: int,
-                  src_h: int, src_w: int) -> SampleParams:
+# ------------------------------------------------------------------ the sampler
+def sample_params(cfg, seed: int, epoch: int, index: int, src_h: int, src_w: int) -> SampleParams:
     """Draw one sample's parameters from (seed, epoch, index); see the module docstring.
 
     Same inputs -> bit-identical outputs on any machine/thread/order. ``src_h``/``src_w``
@@ -163,67 +153,29 @@ def sample_params(cfg: AugmentConfig, seed: int, epoch: int, index: int,
     if src_h <= 0 or src_w <= 0:
         raise ValueError(f"sample {index}: source size must be positive, got {src_h}x{src_w}")
     out_h, out_w = cfg.out_size
+    frame = Frame(src_h, src_w, out_h, out_w)
     gen = make_generator(seed, epoch, index)
-    u = gen.random(10).tolist()
-    noise_seed = int(gen.integers(0, 1 << 64, dtype=np.uint64, endpoint=False))
-    hflip = u[0] < cfg.hflip_prob
-    vflip = u[1] < cfg.vflip_prob
-    rot = _lerp(cfg.rotate_deg, u[2])
-    scl = _lerp(cfg.scale, u[3])
-    tx = _lerp(cfg.translate, u[4])
-    ty = _lerp(cfg.translate, u[5])
-    matrix = compose_matrix(src_h, src_w, out_h, out_w, cfg.keep_aspect, hflip, vflip, rot,
-                            scl, (tx, ty))
-    hue = _lerp(cfg.hue_deg, u[6])
-    sigma = _lerp(cfg.noise_sigma, u[7])
-    polys: List[np.ndarray] = []
-    dark = 1.0
-    if u[8] < cfg.shadow_prob:
-        polys = _shadow_polygons(gen, cfg, out_h, out_w)
-        if polys:
-            dark = _lerp(cfg.shadow_darkness, u[9])
-    return SampleParams(matrix=matrix, hflip=bool(hflip), vflip=bool(vflip), hue_deg=float(hue),
-                        noise_sigma=float(sigma), noise_seed=noise_seed,
-                        shadow_polygons=polys, shadow_darkness=float(dark))
+    u = gen.random(_LEGACY_UNIFORMS).tolist()
+    values: Dict[str, Any] = {}
+    for op in _LEGACY:
+        values.update(op.draw(cfg, Draws(u[op.legacy_uniforms], gen), frame))
+    for op in _STREAM_OPS:
+        if op.active(cfg):
+            values.update(op.draw(cfg, Draws((), stream_generator(seed, epoch, index, op.stream)),
+                                  frame))
+    m = fit_matrix(src_h, src_w, out_h, out_w, cfg.keep_aspect)
+    for op in GEOMETRIC_OPS:
+        m = op.compose(m, {k: values.get(k, v) for k, v in op.values.items()}, frame)
+    return SampleParams(matrix=m.astype(np.float32), **values)
 
 
-def sample_params_batch(cfg: AugmentConfig, seed: int, epoch: int, indices: Sequence[int],
+def sample_params_batch(cfg, seed: int, epoch: int, indices: Sequence[int],
                         sizes: Sequence[Tuple[int, int]]) -> List[SampleParams]:
     """:func:`sample_params` for each ``index`` with its source ``(height, width)`` in ``sizes``."""
     if len(indices) != len(sizes):
         raise ValueError(f"indices ({len(indices)}) and sizes ({len(sizes)}) differ in length")
     return [sample_params(cfg, seed, epoch, int(i), int(h), int(w))
             for i, (h, w) in zip(indices, sizes)]
-
-
-def shadow_mask(params: SampleParams, out_h: int, out_w: int) -> np.ndarray:
-    """uint8 (out_h, out_w): 1 where the pixel center lies in any shadow polygon, else 0.
-
-    Full resolution (stride 1), ``fastload.targets.raster.fill_polygon`` rule (each polygon
-    even-odd, union over polygons). All zeros when the sample has no shadow.
-    """
-    mask = np.zeros((int(out_h), int(out_w)), np.uint8)
-    if params.shadow_polygons:
-        from fastload.targets.raster import fill_polygon
-        for poly in params.shadow_polygons:
-            fill_polygon(mask, np.ascontiguousarray(poly, np.float32), 1, 1.0)
-    return mask
-
-
-_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
-
-
-def hue_matrix(hue_deg: float) -> np.ndarray:
-    """float64 (3, 3) RGB -> RGB matrix of DALI's ``fn.hue(hue=hue_deg)``.
-
-    RGB -> YIQ, rotate (I, Q) so that the angle atan2(Q, I) decreases by ``hue_deg``
-    (the HSV hue rises by about ``hue_deg``), YIQ -> RGB (the exact inverse). DALI 2.4's
-    CPU uint8 output equals ``clip(round(hue_matrix(h) @ rgb), 0, 255)`` (tested).
-    """
-    th = math.radians(float(hue_deg))
-    c, s = math.cos(th), math.sin(th)
-    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
-    return np.linalg.inv(_RGB2YIQ) @ rot @ _RGB2YIQ
 
 
 def batch_matrices(params_list: Sequence[SampleParams]) -> np.ndarray:

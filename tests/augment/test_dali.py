@@ -32,7 +32,9 @@ def run(cfg, device, encs, params, batch_size=8):
 
 def plain(h, w, hflip=False, vflip=False, hue=0.0, sigma=0.0, polys=(), dark=1.0, m=None):
     m = compose_matrix(h, w, h, w, hflip=hflip, vflip=vflip) if m is None else m
-    return SampleParams(np.asarray(m, np.float32), hflip, vflip, hue, sigma, 0, list(polys), dark)
+    return SampleParams(np.asarray(m, np.float32), hflip=hflip, vflip=vflip, hue_deg=hue,
+                        noise_sigma=sigma, noise_seed=0, shadow_polygons=list(polys),
+                        shadow_darkness=dark)
 
 
 GEOM = AugmentConfig(out_size=(256, 256), hflip_prob=0.5, vflip_prob=0.5, rotate_deg=(-90, 90),
@@ -64,7 +66,7 @@ def test_flip_convention_exact(device, hflip, vflip):
 
 
 def warp_reference(img, m, out_h, out_w, fill):
-    """Bilinear warp, the semantics of BRIEF.md: output (i, j) samples the source at
+    """Bilinear warp (fastload.augment.warp's semantics): output (i, j) samples the source at
     M^-1 (j + .5, i + .5); taps outside the source read ``fill``. float (H, W, C)."""
     inv = np.linalg.inv(np.asarray(m, np.float64))
     jj, ii = np.meshgrid(np.arange(out_w) + 0.5, np.arange(out_h) + 0.5)

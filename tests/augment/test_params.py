@@ -110,5 +110,76 @@ def test_shadow_mask_matches_reference():
             fill_polygon_reference(ref, poly, 1)
         np.testing.assert_array_equal(m, ref)
         assert m.dtype == np.uint8 and 0 < m.mean() < 1
-    none = SampleParams(np.eye(3, dtype=np.float32), False, False, 0.0, 0.0, 0)
+    none = SampleParams(np.eye(3, dtype=np.float32), hflip=False, vflip=False, hue_deg=0.0,
+                        noise_sigma=0.0, noise_seed=0)
     assert shadow_mask(none, 10, 12).sum() == 0
+
+
+# --------------------------------------------------------------- the legacy draw layout
+def _legacy_sample_params(cfg, seed, epoch, index, src_h, src_w):
+    """fastload 0.1's sampler, written out flat (the layout the op table must keep)."""
+    import math
+
+    def lerp(rng, u):
+        lo, hi = float(rng[0]), float(rng[1])
+        return lo + (hi - lo) * u if hi > lo else lo
+
+    out_h, out_w = cfg.out_size
+    gen = make_generator(seed, epoch, index)
+    u = gen.random(10).tolist()
+    noise_seed = int(gen.integers(0, 1 << 64, dtype=np.uint64, endpoint=False))
+    hflip, vflip = u[0] < cfg.hflip_prob, u[1] < cfg.vflip_prob
+    rot, scl = lerp(cfg.rotate_deg, u[2]), lerp(cfg.scale, u[3])
+    tx, ty = lerp(cfg.translate, u[4]), lerp(cfg.translate, u[5])
+    if cfg.keep_aspect:
+        s = min(out_w / src_w, out_h / src_h)
+        m = np.array([[s, 0.0, (out_w - s * src_w) / 2.0], [0.0, s, (out_h - s * src_h) / 2.0],
+                      [0.0, 0.0, 1.0]])
+    else:
+        m = np.array([[out_w / src_w, 0.0, 0.0], [0.0, out_h / src_h, 0.0], [0.0, 0.0, 1.0]])
+    if hflip:
+        m = np.array([[-1.0, 0.0, out_w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    if vflip:
+        m = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, out_h], [0.0, 0.0, 1.0]]) @ m
+    cx, cy = out_w / 2.0, out_h / 2.0
+    c, s = math.cos(math.radians(rot)) * scl, math.sin(math.radians(rot)) * scl
+    a = np.array([[c, s, cx + tx * out_w - (c * cx + s * cy)],
+                  [-s, c, cy + ty * out_h - (-s * cx + c * cy)], [0.0, 0.0, 1.0]])
+    polys, dark = [], 1.0
+    if u[8] < cfg.shadow_prob:
+        lo, hi = cfg.shadow_count
+        k = int(gen.integers(lo, hi + 1)) if hi > lo else lo
+        for _ in range(k):
+            n = int(gen.integers(3, 7))
+            px, py = gen.random(2) * np.array([out_w, out_h], np.float64)
+            r = min(out_h, out_w) * (0.15 + 0.30 * gen.random())
+            ang = np.sort(gen.random(n)) * (2.0 * np.pi)
+            rad = r * (0.5 + 0.5 * gen.random(n))
+            polys.append(np.stack([px + rad * np.cos(ang), py + rad * np.sin(ang)], 1)
+                         .astype(np.float32))
+        if polys:
+            dark = lerp(cfg.shadow_darkness, u[9])
+    return dict(matrix=(a @ m).astype(np.float32), hflip=hflip, vflip=vflip,
+                hue_deg=lerp(cfg.hue_deg, u[6]), noise_sigma=lerp(cfg.noise_sigma, u[7]),
+                noise_seed=noise_seed, shadow_polygons=polys, shadow_darkness=dark)
+
+
+@pytest.mark.parametrize("extra", [{}, dict(brightness=0.3, contrast=(-0.4, 0.2))])
+def test_draws_bit_identical_to_the_legacy_layout(extra):
+    """The four original ops draw exactly what fastload 0.1 drew, with or without ops that
+    came later (they have their own streams)."""
+    cfgs = [CFG, AugmentConfig(), AugmentConfig.off(out_size=(40, 70), keep_aspect=False),
+            AugmentConfig(out_size=(33, 65), shadow_prob=1.0, shadow_count=(0, 4),
+                          rotate_deg=(-180, 180), vflip_prob=0.5)]
+    for cfg in cfgs:
+        cfg = AugmentConfig(**{**cfg.to_dict(), **extra})
+        for i in range(40):
+            got = sample_params(cfg, 2024, i % 3, i, 90 + i, 160 - i)
+            want = _legacy_sample_params(cfg, 2024, i % 3, i, 90 + i, 160 - i)
+            assert got.matrix.tobytes() == want["matrix"].tobytes()
+            for k, v in want.items():
+                if k == "shadow_polygons":
+                    assert len(got.shadow_polygons) == len(v)
+                    assert all(a.tobytes() == b.tobytes() for a, b in zip(got.shadow_polygons, v))
+                elif k != "matrix":
+                    assert getattr(got, k) == v and type(getattr(got, k)) is type(v), k
