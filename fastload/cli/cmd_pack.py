@@ -11,7 +11,7 @@ def _cmd_pack(args) -> int:
     s = pack(args.src, args.out, args.format, shard_size=args.shard_size,
              workers=args.workers, strict=args.strict, overwrite=args.overwrite,
              crowd=args.crowd, progress=not args.quiet, images=args.images,
-             options=parse_options(args.option))
+             options=parse_options(args.option), engine=args.engine, address=args.address)
     print(s)
     if s.problems:
         print(f"  {s.problems} problem(s) listed in {Path(s.out) / 'problems.txt'}")
@@ -51,5 +51,12 @@ def add_parser(subparsers) -> None:
                    help="a reader option, repeatable (e.g. -o split=train for yolo, "
                         "-o ignore_labels=crowd,blur for labelme, -o tolerance=0 for masks; "
                         "see docs/formats.md)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this machine's cores (default); ray: one Ray task per shard, "
+                        "on the cluster at --address or a local Ray instance (needs "
+                        "fastload[ray]; see docs/scaling.md)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="the Ray cluster for --engine ray (auto, HOST:PORT or ray://HOST:PORT; "
+                        "default: start a local Ray instance with --workers CPUs)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)
