@@ -2,6 +2,7 @@
 start takes 5-15 s): the same dataset as the local engine, record by record; a failing task
 is retried, one that keeps failing ends the pack with a clear error and no manifest."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,14 @@ def test_cli_engine_ray(broken_synth, tmp_path, capsys):
     assert cli_main(["pack", str(broken_synth), str(tmp_path / "o2"), "-f", "coco", "-q",
                      "--address", "auto"]) == 2
     assert "needs engine='ray'" in capsys.readouterr().err
+
+
+def test_without_ray_the_error_names_the_extra(broken_synth, tmp_path, monkeypatch, capsys):
+    from fastload.optional import MissingDependency
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when it is absent
+    with pytest.raises(MissingDependency, match=r"pip install 'fastload\[ray\]'"):
+        pack(broken_synth, tmp_path / "out", "coco", engine="ray", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert cli_main(["pack", str(broken_synth), str(tmp_path / "out"), "-f", "coco", "-q",
+                     "--engine", "ray"]) == 2
+    assert "fastload[ray]" in capsys.readouterr().err

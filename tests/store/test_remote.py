@@ -202,3 +202,10 @@ def test_cache_dir_is_for_urls(tmp_path, server):
     www, _, _ = server
     with pytest.raises(ValueError, match="cache_dir is for datasets opened by URL"):
         Dataset(www / "ds", cache_dir=tmp_path)
+
+
+def test_without_fsspec_the_error_names_the_extra(monkeypatch, tmp_path):
+    from fastload.optional import MissingDependency
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # what `import fsspec` meets when absent
+    with pytest.raises(MissingDependency, match=r"pip install 'fastload\[remote\]'"):
+        Dataset("s3://bucket/ds", cache_dir=tmp_path)
