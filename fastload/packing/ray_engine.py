@@ -123,7 +123,8 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None):
     import fastload
     here = str(Path(fastload.__file__).resolve().parent.parent)
     env = {}
-    site_dirs = {str(Path(p).resolve()) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    site_dirs = {str(Path(p).resolve())
+                 for p in site.getsitepackages() + [site.getusersitepackages()]}
     if here not in site_dirs:  # a source checkout: the workers must import this one
         env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in os.environ.get(
             "PYTHONPATH", "").split(os.pathsep) if p])
@@ -204,9 +205,9 @@ def _adopt(staging: Path, res: ShardResult, index: int) -> ShardEntry:
     except FileNotFoundError:
         size = None
     if size != res.entry.file_bytes:
-        raise PackError(f"{src}: the shard written on Ray node {res.host} is "
-                        f"{'missing' if size is None else f'{size} bytes, not {res.entry.file_bytes}'}"
-                        f" here; OUT must be on storage every node mounts at the same path")
+        seen = "missing" if size is None else f"{size} bytes, not {res.entry.file_bytes},"
+        raise PackError(f"{src}: the shard written on Ray node {res.host} is {seen} here; OUT "
+                        f"must be on storage every node mounts at the same path")
     name = SHARD_PATTERN.format(index)
     os.replace(src, staging / name)
     return replace(res.entry, file=name)

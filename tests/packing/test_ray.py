@@ -119,17 +119,39 @@ def test_a_failing_task_is_retried(faulty_format, tmp_path, mode):
     assert_same_dataset(tmp_path / "local", tmp_path / "ray")
 
 
-def test_a_task_that_keeps_failing_ends_the_pack(faulty_format, tmp_path):
+@pytest.mark.parametrize("mode,error", [
+    ("raise", "MissingDependency: injected failure 4 of 100"),
+    ("exit", "WorkerCrashedError: The worker died unexpectedly")])
+def test_a_task_that_keeps_failing_ends_the_pack(faulty_format, tmp_path, mode, error):
     from fastload.packing.ray_engine import DEFAULT_RETRIES
     counter, out = tmp_path / "attempts", tmp_path / "ray"
     with pytest.raises(PackError) as e:
         pack(faulty_format, out, "faulty", shard_size=3, engine="ray", progress=False,
-             options=dict(counter=str(counter), fail=100, mode="raise", index=4))
+             options=dict(counter=str(counter), fail=100, mode=mode, index=4))
     msg = str(e.value)
-    assert msg.startswith("shard task 1 (samples 3..5, from 000003.jpg) failed 4 times")
-    assert "MissingDependency: injected failure 4 of 100" in msg
+    assert msg.startswith("shard task 1 (samples 3..5, from 000003.jpg) failed 4 times; "
+                          "the last error: " + error), msg
     assert attempts(counter) == DEFAULT_RETRIES + 1
     assert not out.exists() and no_leftovers(out)  # no manifest, no staging folder
+
+
+def test_a_shard_the_driver_cannot_see_is_refused(tmp_path):
+    """What a cluster without shared storage gives: the task's file is not where the driver
+    looks (here: not there at all, then of another size)."""
+    from fastload.packing.ray_engine import ShardResult, _adopt
+    from fastload.store import ShardEntry
+    entry = ShardEntry("part-00000-abc.lmdb", 3, 300, "ab" * 32, file_bytes=8192)
+    res = ShardResult(chunk=0, samples=3, entry=entry, host="node-7")
+    with pytest.raises(PackError, match=r"part-00000-abc.lmdb: the shard written on Ray node "
+                                        r"node-7 is missing here; OUT must be on storage every "
+                                        r"node mounts at the same path"):
+        _adopt(tmp_path, res, 0)
+    (tmp_path / entry.file).write_bytes(b"\0" * 4096)
+    with pytest.raises(PackError, match="is 4096 bytes, not 8192, here"):
+        _adopt(tmp_path, res, 0)
+    (tmp_path / entry.file).write_bytes(b"\0" * 8192)
+    assert _adopt(tmp_path, res, 5).file == "shard-00005.lmdb"
+    assert (tmp_path / "shard-00005.lmdb").exists()
 
 
 def test_cli_engine_ray(broken_synth, tmp_path, capsys):
