@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", "-f", required=True, choices=list(READERS))
     p.add_argument("--shard-size", type=int, default=10000, help="records per shard (10000)")
     p.add_argument("--workers", "-j", type=int, default=None,
-                   help="worker threads (default: all cores)")
+                   help="worker threads (default: all cores; --engine ray without --address: "
+                        "the CPUs of the local Ray instance)")
     p.add_argument("--strict", action="store_true", help="fail on the first problem")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--crowd", choices=["ignore", "skip"], default="ignore",

@@ -209,3 +209,12 @@ def test_without_fsspec_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "fsspec", None)  # what `import fsspec` meets when absent
     with pytest.raises(MissingDependency, match=r"pip install 'fastload\[remote\]'"):
         Dataset("s3://bucket/ds", cache_dir=tmp_path)
+
+
+def test_info_command_takes_a_url(server, tmp_path, monkeypatch, capsys):
+    from fastload.cli import main as cli_main
+    www, base, _ = server
+    _serve_copy(www, "cli")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert cli_main(["info", f"{base}/cli"]) == 0
+    assert "records      20 in 4 shard(s)" in capsys.readouterr().out
