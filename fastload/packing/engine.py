@@ -297,7 +297,8 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     if engine not in ENGINES:
         raise PackError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if address is not None and engine != "ray":
-        raise PackError("address is the Ray cluster to pack on: it needs engine='ray'")
+        raise PackError("address (--address) is the Ray cluster to pack on; it needs "
+                        "engine='ray' (--engine ray)")
     if engine == "ray":
         from fastload.packing import ray_engine  # MissingDependency now, before any work
         ray_engine.require_ray()

@@ -141,7 +141,12 @@ def write_shards(job, address: Optional[str] = None, num_cpus: Optional[int] = N
     ray = require_ray()
     started = not ray.is_initialized()
     if started:
+        desc = job.bar.desc if job.bar is not None else ""
+        if job.bar is not None:
+            job.bar.set_description_str(f"{desc} (starting Ray)")
         start_ray(address, num_cpus)
+        if job.bar is not None:
+            job.bar.set_description_str(desc)
     pending: Dict[object, int] = {}
     try:
         return _run(ray, job, retries, pending)

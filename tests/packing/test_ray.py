@@ -162,7 +162,7 @@ def test_cli_engine_ray(broken_synth, tmp_path, capsys):
     assert [s.count for s in Dataset(out).manifest.shards] == [13, 14]
     assert cli_main(["pack", str(broken_synth), str(tmp_path / "o2"), "-f", "coco", "-q",
                      "--address", "auto"]) == 2
-    assert "needs engine='ray'" in capsys.readouterr().err
+    assert "it needs engine='ray' (--engine ray)" in capsys.readouterr().err
 
 
 def test_without_ray_the_error_names_the_extra(broken_synth, tmp_path, monkeypatch, capsys):
