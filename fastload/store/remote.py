@@ -177,20 +177,23 @@ def _fetch_shards(fs, root: str, url: str, manifest: Manifest, dest: Path, progr
         bar = tqdm(total=sum(s.file_bytes or 0 for s in todo) or None, unit="B", unit_scale=True,
                    unit_divisor=1024, desc=f"fetch {url.rsplit('/', 1)[-1]}", file=sys.stderr,
                    dynamic_ncols=True)
+    def fetch_or_count(s: ShardEntry) -> None:  # under the shard's lock
+        if not (dest / s.file).is_file():
+            _fetch_shard(fs, f"{root}/{s.file}", f"{url}/{s.file}", s, dest, bar)
+        elif bar is not None:  # another process brought it
+            bar.update(s.file_bytes or 0)
+
     try:
         busy: List[ShardEntry] = []
         for s in todo:  # the shards no other process is downloading
             with _shard_lock(dest, s.file, blocking=False) as mine:
-                if not mine:
+                if mine:
+                    fetch_or_count(s)
+                else:
                     busy.append(s)
-                elif not (dest / s.file).is_file():
-                    _fetch_shard(fs, f"{root}/{s.file}", f"{url}/{s.file}", s, dest, bar)
         for s in busy:  # wait for the others' downloads; take over one whose process died
             with _shard_lock(dest, s.file, blocking=True):
-                if not (dest / s.file).is_file():
-                    _fetch_shard(fs, f"{root}/{s.file}", f"{url}/{s.file}", s, dest, bar)
-            if bar is not None:
-                bar.update(s.file_bytes or 0)
+                fetch_or_count(s)
     finally:
         if bar is not None:
             bar.close()
