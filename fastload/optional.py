@@ -6,7 +6,8 @@
 The extras (``setup.cfg``): ``dali`` (NVIDIA DALI for CUDA 13, the GPU image backend and the
 DALI CPU operators), ``masks`` (scikit-image: tracing mask PNGs and COCO crowd RLE into
 polygons), ``bench`` (matplotlib and the comparison libraries of ``fastload bench``),
-``all`` (every extra); ``dev`` adds the test tools to ``all``.
+``ray`` (``fastload pack --engine ray``), ``remote`` (fsspec and aiohttp: datasets opened by
+URL), ``all`` (every extra); ``dev`` adds the test tools to ``all``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ def _cmd_pack(args) -> int:
     s = pack(args.src, args.out, args.format, shard_size=args.shard_size,
              workers=args.workers, strict=args.strict, overwrite=args.overwrite,
              crowd=args.crowd, progress=not args.quiet, images=args.images,
-             options=parse_options(args.option))
+             options=parse_options(args.option), engine=args.engine, address=args.address)
     print(s)
     if s.problems:
         print(f"  {s.problems} problem(s) listed in {Path(s.out) / 'problems.txt'}")
@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", "-f", required=True, choices=list(READERS))
     p.add_argument("--shard-size", type=int, default=10000, help="records per shard (10000)")
     p.add_argument("--workers", "-j", type=int, default=None,
-                   help="worker threads (default: all cores)")
+                   help="worker threads (default: all cores; --engine ray without --address: "
+                        "the CPUs of the local Ray instance)")
     p.add_argument("--strict", action="store_true", help="fail on the first problem")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--crowd", choices=["ignore", "skip"], default="ignore",
@@ -51,5 +52,12 @@ def add_parser(subparsers) -> None:
                    help="a reader option, repeatable (e.g. -o split=train for yolo, "
                         "-o ignore_labels=crowd,blur for labelme, -o tolerance=0 for masks; "
                         "see docs/formats.md)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this machine's cores (default); ray: one Ray task per shard, "
+                        "on the cluster at --address or a local Ray instance (needs "
+                        "fastload[ray]; see docs/scaling.md)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="the Ray cluster for --engine ray (auto, HOST:PORT or ray://HOST:PORT; "
+                        "default: start a local Ray instance with --workers CPUs)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)

@@ -1,13 +1,20 @@
 """``fastload pack``: a source dataset (COCO, labelme, VIA, YOLO-seg, mask PNGs) into
 LMDB shards plus ``manifest.json`` (see :mod:`fastload.store` for the layout).
 
-Steps: the format's reader parses the annotations (:mod:`fastload.formats`); workers
-validate every sample with one policy for all formats and encode its record
-(:func:`fastload.packing.validate.prepare_sample`); the calling thread writes the records
-in source order into shards of ``shard_size`` records (:class:`fastload.store.ShardWriter`),
-then ``problems.txt``, ``pack_report.json`` and the manifest
-(:class:`fastload.store.Manifest`, the last file), and publishes the folder atomically
-(:mod:`fastload.packing.publish`).
+Steps (:func:`pack`): the format's reader parses the annotations on this machine
+(:mod:`fastload.formats`); an engine validates every sample with one policy for all formats,
+encodes its record (:meth:`SampleWork.prepare`, :func:`fastload.packing.validate.prepare_sample`)
+and writes the shards into the staging folder; then this process writes ``problems.txt``,
+``pack_report.json`` and the manifest (:class:`fastload.store.Manifest`, the last file), and
+publishes the folder atomically (:mod:`fastload.packing.publish`). The engines, behind one
+interface (:class:`PackJob` in, shard entries out):
+
+- ``local`` (:func:`write_shards_local`): worker threads or processes prepare the samples,
+  the calling thread writes the records in source order into shards of ``shard_size``;
+- ``ray`` (:mod:`fastload.packing.ray_engine`): one Ray task per ``shard_size`` samples
+  prepares them and writes its own shard, on a Ray cluster or a local Ray instance.
+
+Both give the same records (ids, order, bytes) and the same problems.
 
 Validation (default: skip and count, every problem listed in ``OUT/problems.txt``;
 ``strict=True``: raise :class:`PackError` at the first problem); the policy is in
@@ -26,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset
@@ -73,6 +80,11 @@ class PackSummary:
         self.image_bytes += stats["image_bytes"]
         self.bytes += nbytes
 
+    def merge(self, part: "PackSummary") -> None:
+        """Add the record counts of ``part`` (a shard task's own summary) to these."""
+        for name in _RECORD_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+
     def __str__(self) -> str:
         def fmt(d):
             return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
@@ -87,26 +99,86 @@ class PackSummary:
                 f"{self.time_s:.2f} s, {self.images_per_s:.0f} images/s")
 
 
-# -------------------------------------------------------------------- worker plumbing
-_W: dict = {}  # per-process worker state (inherited through fork)
+#: the PackSummary fields that PackSummary.add counts per record
+_RECORD_COUNTS = ("images", "instances", "polygons", "ignore_instances", "keypoint_instances",
+                  "clipped_vertices", "image_bytes", "bytes")
+
+
+# -------------------------------------------------------------------- the shared pieces
+@dataclass(frozen=True)
+class SampleWork:
+    """What a worker needs to turn source sample ``i`` into a record: one instance per pack,
+    shared by every engine (the Ray engine ships it to its tasks, so it stays small)."""
+
+    num_classes: int
+    root: Optional[Path]
+    num_keypoints: Optional[int]
+
+    def prepare(self, sample, i: int):
+        """``(value, problems, stats)`` of :func:`prepare_sample`; a sample whose reader fails
+        while parsing it lazily is skipped with an ``unreadable_sample`` problem."""
+        try:
+            return prepare_sample(sample, i, self.num_classes, self.root, self.num_keypoints)
+        except MissingDependency:
+            raise  # not the sample's fault: pack stops and names the extra to install
+        except Exception as e:  # a reader's lazy parsing failed: skip the sample, say why
+            return (None, [Problem(file=str(sample.file_name), fatal=True,
+                                   reason="unreadable_sample",
+                                   what=f"could not be prepared: {type(e).__name__}: {e}")], {})
+
+
+class ProblemLog:
+    """Every problem of a pack in source order, counted by reason; under ``strict`` the first
+    one that is not a policy decision raises :class:`PackError`."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.problems: List[Problem] = []
+        self.skipped_images: Counter = Counter()
+        self.skipped_annotations: Counter = Counter()
+
+    def note(self, problems) -> None:
+        for p in problems:
+            if self.strict and p.reason not in POLICY_REASONS:
+                raise PackError(f"--strict: {p}")
+            self.problems.append(p)
+            (self.skipped_images if p.fatal else self.skipped_annotations)[p.reason] += 1
+
+
+@dataclass
+class PackJob:
+    """One pack as the engines see it: the samples, how to prepare one, the staging folder
+    the shards go to, and where results are tallied. An engine writes the shards (files in
+    ``staging`` named ``shard-NNNNN.lmdb``, numbered from 0 in source order), adds every
+    record to ``summary`` and every problem to ``log`` in source order, advances ``bar`` by
+    samples done, and returns the shards' entries in index order; :func:`pack` does the
+    rest (report, manifest, publish)."""
+
+    samples: list
+    work: SampleWork
+    staging: Path
+    shard_size: int
+    log: ProblemLog
+    summary: PackSummary
+    bar: Any = None  # a tqdm bar or None
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+
+#: the engines ``pack(engine=...)`` accepts
+ENGINES = ("local", "ray")
+
+
+# -------------------------------------------------------------------- the local engine
+_W: dict = {}  # per-process worker state of the fork pool (inherited through fork)
 
 
 def _work_chunk(bounds, state=None):
     lo, hi = bounds
     w = _W if state is None else state
-    out = []
-    for i in range(lo, hi):
-        try:
-            out.append(prepare_sample(w["samples"][i], i, w["num_classes"], w["root"],
-                                      w["num_keypoints"]))
-        except MissingDependency:
-            raise  # not the sample's fault: pack stops and names the extra to install
-        except Exception as e:  # a reader's lazy parsing failed: skip the sample, say why
-            out.append((None, [Problem(file=str(w["samples"][i].file_name), fatal=True,
-                                       reason="unreadable_sample",
-                                       what=f"could not be prepared: {type(e).__name__}: {e}")],
-                        {}))
-    return out
+    return [w["work"].prepare(w["samples"][i], i) for i in range(lo, hi)]
 
 
 def _ordered_map(pool, chunks, window: int, state=None):
@@ -127,15 +199,75 @@ def _ordered_map(pool, chunks, window: int, state=None):
         yield res
 
 
+def write_shards_local(job: PackJob, workers: int, executor: str, chunk: int) -> List[ShardEntry]:
+    """The local engine: ``workers`` threads (or forked processes) prepare the samples in
+    chunks of ``chunk``; this thread writes the records in source order into shards of
+    exactly ``shard_size`` records (the last one shorter)."""
+    pool = writer = None
+    shards: List[ShardEntry] = []
+    try:
+        state = dict(samples=job.samples, work=job.work)
+        pool, results = _start_workers(state, workers, executor, chunk)
+        for res in results:
+            for value, problems, st in res:
+                job.log.note(problems)
+                job.advance(1)
+                if value is None:
+                    continue
+                if writer is None:
+                    writer = ShardWriter(job.staging / SHARD_PATTERN.format(len(shards)))
+                writer.append(value, st["digest"])
+                job.summary.add(st, len(value))
+                if writer.num_records >= job.shard_size:
+                    shards.append(writer.close())
+                    writer = None
+        if writer is not None:
+            shards.append(writer.close())
+            writer = None
+        if pool is not None:
+            pool.shutdown()
+            pool = None
+        return shards
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        _W.clear()
+
+
+def _start_workers(state: dict, workers: int, executor: str, chunk: int):
+    """(pool or None, iterator of chunk results in source order)."""
+    n = len(state["samples"])
+    chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    if workers <= 1 or len(chunks) <= 1:
+        return None, (_work_chunk(c, state) for c in chunks)
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    if executor == "thread":
+        pool = ThreadPoolExecutor(workers)
+        return pool, _ordered_map(pool, chunks, 4 * workers, state)
+    # fork: workers inherit the samples (_W) instead of receiving them pickled
+    _W.update(state)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    return pool, _ordered_map(pool, chunks, 4 * workers)
+
+
+# -------------------------------------------------------------------- pack
 def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] = None,
          strict: bool = False, overwrite: bool = False, crowd: str = "ignore",
          progress: bool = True, images=None, executor: str = "thread",
-         chunk: int = 32, options: Optional[dict] = None) -> PackSummary:
+         chunk: int = 32, options: Optional[dict] = None, engine: str = "local",
+         address: Optional[str] = None) -> PackSummary:
     """Pack the ``format`` dataset at ``src`` into ``out`` (see the module docstring).
 
-    ``shard_size``: records per LMDB shard. ``workers``: threads (or processes) for
+    ``shard_size``: records per LMDB shard (the ``ray`` engine: samples per shard task, so
+    a shard holds at most that many records). ``workers``: threads (or processes) for
     reading, header parsing, validation and encoding (default all cores; 1 = in this
-    thread); LMDB writing stays in the calling thread, in source order.
+    thread); LMDB writing stays in the calling thread, in source order. With
+    ``engine="ray"``: the CPUs of the local Ray instance it starts (ignored with
+    ``address``).
     ``crowd``: COCO crowd/RLE policy, ``"ignore"`` (kept as ignore regions) or
     ``"skip"``. ``images``: image folder for COCO (default: found beside the JSON).
     ``options``: extra keyword options for the format's reader (e.g. labelme
@@ -146,16 +278,30 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     noise of each other; threads avoid pickling every ~60 KB record back to the writer,
     and file reads, libjpeg-turbo header parsing, hashing and the Numba kernel release
     the GIL.
+    ``engine``: ``"local"`` (this machine's cores) or ``"ray"``
+    (:mod:`fastload.packing.ray_engine`: one Ray task per shard, on the Ray cluster at
+    ``address``, or on a local Ray instance without it; OUT and the source must then be
+    on storage every node sees at the same path). Both give the same records in the same
+    order and the same problems; the ``ray`` engine's shards may hold fewer records.
     Returns a :class:`PackSummary`; raises :class:`PackError` (a ``ValueError``) for bad
-    arguments, an existing non-empty OUT without ``overwrite``, or any problem under
-    ``strict``; ``OSError(ENOSPC)`` naming the file when the disk fills up;
-    :class:`fastload.optional.MissingDependency` when the format needs an extra that is
-    not installed (scikit-image for mask tracing). On any failure the temp folder is
-    removed and OUT is left as it was.
+    arguments, an existing non-empty OUT without ``overwrite``, any problem under
+    ``strict``, or a Ray task that fails on every retry; ``OSError(ENOSPC)`` naming the
+    file when the disk fills up; :class:`fastload.optional.MissingDependency` when the
+    format needs an extra that is not installed (scikit-image for mask tracing, Ray for
+    ``engine="ray"``). On any failure the temp folder is removed and OUT is left as it
+    was.
     """
     t0 = time.perf_counter()
     src, out = Path(src), Path(out).absolute()
     options = _check_args(src, out, format, crowd, shard_size, overwrite, options)
+    if engine not in ENGINES:
+        raise PackError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if address is not None and engine != "ray":
+        raise PackError("address (--address) is the Ray cluster to pack on; it needs "
+                        "engine='ray' (--engine ray)")
+    if engine == "ray":
+        from fastload.packing import ray_engine  # MissingDependency now, before any work
+        ray_engine.require_ray()
     out.parent.mkdir(parents=True, exist_ok=True)
     cleanup_leftovers(out)
     try:
@@ -169,80 +315,47 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     if root is None:
         root = src if src.is_dir() else src.parent
 
-    all_problems: List[Problem] = []
+    log = ProblemLog(strict)
     summary = PackSummary(out=str(out), format=format)
-    skipped_img: Counter = Counter()
-    skipped_ann: Counter = Counter()
-
-    def note(problems):
-        for p in problems:
-            if strict and p.reason not in POLICY_REASONS:
-                raise PackError(f"--strict: {p}")
-            all_problems.append(p)
-            (skipped_img if p.fatal else skipped_ann)[p.reason] += 1
-
-    note(sds.problems)
+    log.note(sds.problems)
 
     tmp = temp_dir_for(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    pool = bar = writer = None
+    job = PackJob(samples=samples, staging=tmp, shard_size=shard_size, log=log, summary=summary,
+                  work=SampleWork(num_classes=len(sds.classes), root=root,
+                                  num_keypoints=len(sds.keypoint_names) if sds.keypoint_names
+                                  else None))
+    workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     try:
-        workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
-        state = dict(samples=samples, num_classes=len(sds.classes), root=root,
-                     num_keypoints=len(sds.keypoint_names) if sds.keypoint_names else None)
-        pool, results = _start_workers(state, workers, executor, chunk)
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(samples), unit="img", desc=f"pack {format}", file=sys.stderr,
-                       dynamic_ncols=True)
-        shards: List[ShardEntry] = []
-        for res in results:
-            for value, problems, st in res:
-                note(problems)
-                if bar is not None:
-                    bar.update(1)
-                if value is None:
-                    continue
-                if writer is None:
-                    writer = ShardWriter(tmp / SHARD_PATTERN.format(len(shards)))
-                writer.append(value, st["digest"])
-                summary.add(st, len(value))
-                if writer.num_records >= shard_size:
-                    shards.append(writer.close())
-                    writer = None
-        if writer is not None:
-            shards.append(writer.close())
-            writer = None
-        if bar is not None:
-            bar.close()
-            bar = None
-        if pool is not None:
-            pool.shutdown()
-            pool = None
+            job.bar = tqdm(total=len(samples), unit="img", desc=f"pack {format}",
+                           file=sys.stderr, dynamic_ncols=True)
+        if engine == "ray":
+            shards = ray_engine.write_shards(job, address=address, num_cpus=workers)
+        else:
+            shards = write_shards_local(job, workers, executor, chunk)
+        if job.bar is not None:
+            job.bar.close()
+            job.bar = None
 
         summary.shards = len(shards)
-        summary.skipped_images = dict(skipped_img)
-        summary.skipped_annotations = dict(skipped_ann)
-        summary.problems = len(all_problems)
+        summary.skipped_images = dict(log.skipped_images)
+        summary.skipped_annotations = dict(log.skipped_annotations)
+        summary.problems = len(log.problems)
         summary.time_s = time.perf_counter() - t0
         summary.images_per_s = summary.images / max(summary.time_s, 1e-9)
-        _write_problems(tmp / "problems.txt", f"{format} {src}", all_problems)
+        _write_problems(tmp / "problems.txt", f"{format} {src}", log.problems)
         write_json_atomic(tmp / "pack_report.json", asdict(summary))
         _manifest(sds, src, shards, summary).write(tmp)  # the last file written
         publish(tmp, out)
     except BaseException:
-        if bar is not None:
-            bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if writer is not None:
-            writer.abort()
+        if job.bar is not None:
+            job.bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        _W.clear()
     return summary
 
 
@@ -278,22 +391,6 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         if any(out.iterdir()) and not overwrite:
             raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
     return options
-
-
-def _start_workers(state: dict, workers: int, executor: str, chunk: int):
-    """(pool or None, iterator of chunk results in source order)."""
-    n = len(state["samples"])
-    chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-    if workers <= 1 or len(chunks) <= 1:
-        return None, (_work_chunk(c, state) for c in chunks)
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-    if executor == "thread":
-        pool = ThreadPoolExecutor(workers)
-        return pool, _ordered_map(pool, chunks, 4 * workers, state)
-    # fork: workers inherit the samples (_W) instead of receiving them pickled
-    _W.update(state)
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
-    return pool, _ordered_map(pool, chunks, 4 * workers)
 
 
 def _write_problems(path: Path, what: str, problems: List[Problem]) -> None:

@@ -1,5 +1,6 @@
 """``Dataset``: read a packed dataset (records by global index, from the cached read-only
-environments of :mod:`fastload.store.shards`)."""
+environments of :mod:`fastload.store.shards`), from a folder or by URL (through the local
+shard cache of :mod:`fastload.store.remote`)."""
 from __future__ import annotations
 
 import bisect
@@ -26,12 +27,28 @@ class Dataset:
     per process (re-opened when ``os.getpid()`` changes). Pickling a Dataset (for spawn
     workers) carries only the path, manifest and offsets.
 
-    Attributes: ``path``, ``manifest`` (:class:`fastload.store.Manifest`), ``classes``,
+    ``path`` is a dataset folder or a URL (``s3://``, ``gs://``, ``https://``, ``file://``:
+    any fsspec protocol; needs ``fastload[remote]``). A URL's manifest is fetched and its
+    shards are copied once into a local cache and verified against the manifest before
+    they are opened (:func:`fastload.store.remote.fetch`); ``cache_dir`` is that cache
+    (default ``$FASTLOAD_CACHE_DIR``, else ``~/.cache/fastload/datasets``), ``progress``
+    shows a progress bar while downloading. ``fastload.DataLoader(URL, ...)`` opens it
+    this way.
+
+    Attributes: ``path`` (the local folder: the cache's copy for a URL), ``url`` (or
+    ``None``), ``manifest`` (:class:`fastload.store.Manifest`), ``classes``,
     ``keypoint_names``, ``flip_pairs`` (list of (left, right) index pairs), ``skeleton``,
     ``source_format``.
     """
 
-    def __init__(self, path, check_files: bool = True):
+    def __init__(self, path, check_files: bool = True, *, cache_dir=None, progress: bool = True):
+        from fastload.store.remote import fetch, is_url
+        self.url: Optional[str] = None
+        if is_url(path):
+            self.url = str(path)
+            path = fetch(self.url, cache_dir=cache_dir, progress=progress)
+        elif cache_dir is not None:
+            raise ValueError(f"cache_dir is for datasets opened by URL; {path} is a local path")
         self.path = Path(path)
         self.manifest = m = Manifest.load(self.path, check_files)
         self.classes: List[str] = list(m.classes)
@@ -52,7 +69,8 @@ class Dataset:
         return self._len
 
     def __repr__(self) -> str:
-        return (f"fastload.Dataset({str(self.path)!r}, {self._len} records, "
+        where = repr(str(self.path)) if self.url is None else f"{self.url!r} -> {str(self.path)!r}"
+        return (f"fastload.Dataset({where}, {self._len} records, "
                 f"{len(self._shard_files)} shards, {len(self.classes)} classes)")
 
     @property

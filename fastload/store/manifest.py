@@ -16,7 +16,8 @@ The JSON keys, in the order they are written::
     key_format        (documentation) how a record's LMDB key is made
     checksum          (documentation) what a shard's blake2b is the hash of
     num_records       total records (sum of the shard counts)
-    shards            [{file, count, bytes, blake2b, file_bytes}, ...] in index order
+    shards            [{file, count, bytes, blake2b, file_bytes, file_sha256}, ...] in
+                      index order
     classes           class names; a record's label indexes this list
     keypoint_names    names of the K keypoints, or null
     flip_pairs        [[left, right], ...] keypoint indices swapped by a horizontal flip
@@ -27,8 +28,10 @@ The JSON keys, in the order they are written::
 A shard's ``file`` is a plain file name inside the dataset directory: a name with a path
 separator, ``.`` or ``..`` is refused, so a manifest can never point a reader outside its
 folder. ``file_bytes`` is the size of the LMDB file (a shorter file is an incomplete copy
-and is never opened: LMDB would crash the process on the missing pages); manifests written
-before it existed omit it.
+and is never opened: LMDB would crash the process on the missing pages); ``file_sha256`` is
+the SHA-256 of the whole file (``sha256sum`` prints it), so a copy can be checked before LMDB
+ever maps it (:mod:`fastload.store.remote` checks every shard it downloads). Manifests
+written before these fields existed omit them.
 """
 from __future__ import annotations
 
@@ -74,19 +77,23 @@ def _plain_name(name) -> bool:
 @dataclass(frozen=True)
 class ShardEntry:
     """One shard of the manifest: its LMDB file (a plain name inside the dataset folder),
-    record count, total bytes of the record values, blake2b checksum (see
-    :mod:`fastload.store.shards`) and file size (``None`` in old manifests)."""
+    record count, total bytes of the record values, blake2b checksum of the records (see
+    :mod:`fastload.store.shards`), file size and SHA-256 of the file's bytes (both ``None``
+    in old manifests)."""
 
     file: str
     count: int
     bytes: int
     blake2b: str
     file_bytes: Optional[int] = None
+    file_sha256: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         d = {"file": self.file, "count": self.count, "bytes": self.bytes, "blake2b": self.blake2b}
         if self.file_bytes is not None:
             d["file_bytes"] = self.file_bytes
+        if self.file_sha256 is not None:
+            d["file_sha256"] = self.file_sha256
         return d
 
 
@@ -184,7 +191,9 @@ class Manifest:
             try:
                 entry = ShardEntry(file=s["file"], count=int(s["count"]), bytes=int(s["bytes"]),
                                    blake2b=str(s["blake2b"]),
-                                   file_bytes=int(s["file_bytes"]) if "file_bytes" in s else None)
+                                   file_bytes=int(s["file_bytes"]) if "file_bytes" in s else None,
+                                 file_sha256=str(s["file_sha256"]) if "file_sha256" in s
+                                 else None)
             except (KeyError, TypeError, ValueError) as e:
                 raise StoreError(f"{where}: malformed manifest: shard {k}: {e!r}") from None
             if not _plain_name(entry.file):

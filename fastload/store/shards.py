@@ -5,7 +5,8 @@ Keys: inside a shard the record with local index ``j`` has the key ``struct.pack
 (8 bytes big-endian, so LMDB's key order is index order). A shard's checksum is the hex
 blake2b-256 of the concatenated per-record digests (blake2b-128 of each value,
 :func:`record_digest`) in key order, so packing workers hash records in parallel and
-``fastload verify`` recomputes it in one sequential scan.
+``fastload verify`` recomputes it in one sequential scan. A shard's file also has a checksum
+of its bytes (:func:`file_sha256`), which a copy is checked against before it is opened.
 """
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ SHARD_PATTERN = "shard-{:05d}.lmdb"
 def record_digest(value) -> bytes:
     """blake2b-128 of one record value (the unit of the shard checksum)."""
     return hashlib.blake2b(value, digest_size=16).digest()
+
+
+def file_sha256(path, chunk: int = 4 << 20) -> str:
+    """Hex SHA-256 of a whole file (what ``sha256sum`` prints): the manifest's ``file_sha256``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
 
 
 class ShardHash:
@@ -84,7 +96,8 @@ class ShardWriter:
     transaction is aborted, the map size doubled with ``env.set_mapsize`` and the batch
     written again, so the map size grows as needed. A full disk raises
     ``OSError(ENOSPC)`` naming the file (:func:`write_error`). ``close()`` syncs, removes
-    the writer's lock file and returns the shard's :class:`ShardEntry`.
+    the writer's lock file and returns the shard's :class:`ShardEntry` (with the file's size
+    and SHA-256: the file is final once closed, readers never write to it).
     """
 
     def __init__(self, path, map_size: int = 256 << 20, batch: int = 256):
@@ -148,7 +161,8 @@ class ShardWriter:
         self.env.close()
         Path(str(self.path) + "-lock").unlink(missing_ok=True)
         return ShardEntry(file=self.path.name, count=self.count, bytes=self.nbytes,
-                          blake2b=self._hash.hexdigest(), file_bytes=self.path.stat().st_size)
+                          blake2b=self._hash.hexdigest(), file_bytes=self.path.stat().st_size,
+                          file_sha256=file_sha256(self.path))
 
     def abort(self) -> None:
         """Close the environment without writing what is queued (a failed pack)."""

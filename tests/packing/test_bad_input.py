@@ -244,7 +244,7 @@ def test_validate_parts_kernel_matches_reference(rng):
 
 def test_a_failing_lazy_sample_is_skipped_not_a_traceback():
     from fastload.formats.base import SourceSample
-    from fastload.packing.engine import _work_chunk
+    from fastload.packing.engine import SampleWork
 
     class Broken(SourceSample):
         @property
@@ -256,7 +256,6 @@ def test_a_failing_lazy_sample_is_skipped_not_a_traceback():
             pass
 
     img = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
-    state = dict(samples=[Broken(file_name="m.png", image_bytes=img)], num_classes=1,
-                 root=None, num_keypoints=None)
-    ((value, problems, _),) = _work_chunk((0, 1), state)
+    work = SampleWork(num_classes=1, root=None, num_keypoints=None)
+    value, problems, _ = work.prepare(Broken(file_name="m.png", image_bytes=img), 0)
     assert value is None and problems[0].fatal and "mask PNG is corrupt" in str(problems[0])

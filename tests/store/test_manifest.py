@@ -1,4 +1,5 @@
 """fastload.store.Manifest: the one owner of manifest.json (fields, checks, atomic write)."""
+import hashlib
 import json
 import shutil
 
@@ -56,6 +57,8 @@ def test_a_packed_manifest_loads(packed):
     m = Manifest.load(out)
     assert m.num_records == 23 and [s.count for s in m.shards] == [5, 5, 5, 5, 3]
     assert all(s.file_bytes == (out / s.file).stat().st_size for s in m.shards)
+    assert all(s.file_sha256 == hashlib.sha256((out / s.file).read_bytes()).hexdigest()
+               for s in m.shards)
     assert m.summary["images"] == 23 and m.source_format == "coco"
     assert Manifest.from_json(m.to_json()) == m
 
@@ -139,7 +142,9 @@ def test_missing_and_truncated_shard_files(tmp_path):
     old = _manifest(shards=[ShardEntry("shard-00001.lmdb", 3, 300, "ab" * 32)])
     old.write(tmp_path)
     assert "file_bytes" not in json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"][0]
+    assert "file_sha256" not in json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"][0]
     assert Manifest.load(tmp_path).shards[0].file_bytes is None
+    assert Manifest.load(tmp_path).shards[0].file_sha256 is None
 
 
 def test_dataset_refusals_come_from_the_manifest(packed, tmp_path):

@@ -16,6 +16,8 @@ def test_shard_writer_grows_map(tmp_path):
     assert isinstance(entry, ShardEntry) and entry.file == "s.lmdb"
     assert entry.count == 200 and entry.bytes == sum(map(len, vals))
     assert entry.file_bytes == (tmp_path / "s.lmdb").stat().st_size
+    # the file's own checksum: what `sha256sum s.lmdb` prints
+    assert entry.file_sha256 == hashlib.sha256((tmp_path / "s.lmdb").read_bytes()).hexdigest()
     h = hashlib.blake2b(digest_size=32)  # the documented definition, written out
     for v in vals:
         h.update(hashlib.blake2b(v, digest_size=16).digest())
