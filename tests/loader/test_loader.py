@@ -242,8 +242,8 @@ def test_corrupt_image_error_names_sample(blobs):
     assert "sample index 5" in msg and "id 5" in msg and "img_0005.jpg" in msg
     assert e.value.index == 5 and e.value.file_name == "img_0005.jpg"
     assert seen == [0, 1, 2, 3]
-    it = ld._active()  # still referenced by the traceback, but closed
-    assert ld._spare is None and (it is None or not it._pipe.thread.is_alive())
+    p = ld._resources.producer  # the iterator is still referenced by the traceback, but closed
+    assert p is not None and p.stopped and not ld._resources.parked and not p.alive
 
 
 def test_corrupt_record_error_and_skip_policy(blobs):
@@ -376,23 +376,24 @@ def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
 def test_next_epoch_is_prefetched_and_identical(blobs):
     ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2, prefetch=2)
     _collect(ld)  # epoch 0; its producer goes on with epoch 1
-    spare = ld._spare
-    assert spare is not None and spare.next_epoch == 1
+    spare = ld._resources.producer
+    assert ld._resources.parked and spare.delivers.epoch == 1 and spare.start == 0
     deadline = time.monotonic() + 20
-    while spare.q.qsize() < 2 and time.monotonic() < deadline:
+    while spare.queued() < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert spare.q.qsize() == 2, spare.q.qsize()  # bounded: prefetch batches wait, no more
+    assert spare.queued() == 2, spare.queued()  # bounded: prefetch batches wait, no more
     e1 = _collect(ld)
+    assert ld._resources.producer is spare  # the prefetched epoch was delivered by it
     ref = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2)
     ref.set_epoch(1)
     for x, y in zip(e1, _collect(ref)):
         _equal(x, y)
-    spare = ld._spare
+    spare = ld._resources.producer
     ld.set_epoch(7)  # not the prefetched epoch: the spare producer is dropped
     assert torch.cat([b["index"] for b in _collect(ld)]).tolist() == \
         epoch_indices(10, seed=0, epoch=7, shuffle=True).tolist()
     assert not spare.thread.is_alive()
-    last = [ld._spare, ref._spare]
+    last = [ld._resources.producer, ref._resources.producer]
     ld.close()
     ref.close()
     assert not any(p.thread.is_alive() for p in last)
