@@ -1,14 +1,10 @@
 """Image backends: encoded images + per-sample parameters -> the batch's augmented images.
 
-A backend is registered by name (:func:`register_backend`); ``DataLoader(backend=NAME)``
-accepts exactly the registered names, and ``docs/loader.md`` lists them (a test checks).
-
-=========  ===============================================================================
-``cpu``    the fused Numba kernel (:mod:`fastload.augment.cpu`): one task per sample on the
-           loader's thread pool, written into the host buffer the device stage gives it
-``dali``   the DALI graph (:class:`fastload.augment.dali.DaliAugmenter`): the GPU with a
-           CUDA device, DALI's CPU operators without
-=========  ===============================================================================
+A backend is one class registered by name (:func:`register_backend`; ``cpu``: the fused
+Numba kernel, :class:`CpuBackend`, and ``dali``: the DALI graph, :class:`DaliBackend`, are
+registered at the bottom of this module, each with its description and the device types it is
+the default on). ``DataLoader(backend=NAME)`` accepts exactly the registered names, and
+``docs/loader.md`` lists them (a test checks).
 
 The protocol is two-phase, so that a producer can start the images of a batch, do other
 work (the annotations) and collect them later::
@@ -132,14 +128,12 @@ def create_backend(name: str, ctx: BackendContext) -> ImageBackend:
 
 # --------------------------------------------------------------------------- pendings
 class _Done:
-    """A batch already finished (or failed as a whole: ``error`` is raised by result())."""
+    """A batch already finished."""
 
-    def __init__(self, images, errors: ImageErrors, error: Optional[BaseException] = None):
-        self._images, self._errors, self._error = images, errors, error
+    def __init__(self, images, errors: ImageErrors):
+        self._images, self._errors = images, errors
 
     def result(self):
-        if self._error is not None:
-            raise self._error
         return self._images, self._errors
 
 
@@ -209,11 +203,12 @@ class CpuBackend:
 
 # --------------------------------------------------------------------------- dali
 class DaliBackend:
-    """The DALI graph (:class:`fastload.augment.dali.DaliAugmenter`), one call per batch,
-    built on the first batch (in the producer thread). ``submit`` feeds and schedules the
-    batch (DALI works in its own threads); ``result`` collects it as a torch tensor (CUDA
-    tensors are written on the calling thread's current stream). When a batch fails, each
-    sample is run alone to find the bad ones (as many DALI runs as samples: rare)."""
+    """The DALI graph (:class:`fastload.augment.dali.DaliAugmenter`), one run per batch, built
+    on the first batch (in the producer thread). ``submit`` returns at once and the batch runs
+    in ``result()``, which the producer calls after handing the annotations to the pool, so
+    DALI works while the pool builds the targets; the result is a torch tensor (CUDA tensors
+    are written on the calling thread's current stream). When a batch fails, each sample is
+    run alone to find the bad ones (as many DALI runs as samples: rare)."""
     writes_host_buffer = False
 
     def __init__(self, ctx: BackendContext):
@@ -232,21 +227,23 @@ class DaliBackend:
         return self._aug
 
     def submit(self, encoded, params, names, sizes, out=None):
+        return _Deferred(self.run, encoded, params, names, sizes)
+
+    def run(self, encoded, params, names, sizes):
+        """The batch now -> (images, per-sample errors); raises an error of no sample."""
         aug = self._augmenter()
         try:
-            aug.submit(encoded, params, names=names, sizes=sizes)
-        except Exception as e:
-            return _Done(*self._find_bad(aug, encoded, params, names, sizes, e))
-        return _DaliPending(self, aug, encoded, params, names, sizes)
-
-    def _find_bad(self, aug, encoded, params, names, sizes, err):
-        bad = []
-        for j in range(len(encoded)):
-            try:
-                aug.run([encoded[j]], [params[j]], names=[names[j]], sizes=[sizes[j]])
-            except Exception as e:
-                bad.append((j, e))
-        return (None, bad) if bad else (None, [], err)
+            return aug.run(encoded, params, names=names, sizes=sizes), []
+        except Exception as err:
+            bad = []
+            for j in range(len(encoded)):
+                try:
+                    aug.run([encoded[j]], [params[j]], names=[names[j]], sizes=[sizes[j]])
+                except Exception as e:
+                    bad.append((j, e))
+            if not bad:
+                raise err
+            return None, bad
 
     def close(self) -> None:
         if self._aug is not None:
@@ -254,15 +251,14 @@ class DaliBackend:
             self._aug = None
 
 
-class _DaliPending:
-    def __init__(self, backend, aug, encoded, params, names, sizes):
-        self._backend, self._aug, self._args = backend, aug, (encoded, params, names, sizes)
+class _Deferred:
+    """A batch that runs when its result is asked for."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
 
     def result(self):
-        try:
-            return self._aug.fetch(), []
-        except Exception as e:
-            return _Done(*self._backend._find_bad(self._aug, *self._args, e)).result()
+        return self._fn(*self._args)
 
 
 register_backend("cpu", CpuBackend, "the fused Numba kernel on the loader's CPU threads "
