@@ -15,6 +15,7 @@ reference whose callback the resources own).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -39,6 +40,7 @@ __all__ = ["DataLoader"]
 
 #: how long closing waits for a producer to finish the call it is in (it is a daemon)
 _JOIN_S = 5.0
+_NUMBERS = itertools.count()
 
 _REFUSED = {
     "num_workers": (0, "fastload uses threads, not worker processes: pass num_threads=N "
@@ -105,12 +107,15 @@ class _Resources:
     (built on the first iteration, with the seed of that moment as DALI's noise seed) and
     the one producer slot. The only code that starts or stops producer threads: a new one
     starts only after the previous one has ended, so a timed-out producer never overlaps the
-    next. Holds no reference to the DataLoader. (Threads are joined outside the lock: a
-    weak-reference callback may run in any thread.)"""
+    next. Holds no reference to the DataLoader. Nothing waits while holding the lock (threads
+    are started and joined outside it), since the finalizer and the lease callback may run
+    in any thread, whenever the garbage collector runs."""
 
     def __init__(self, builder: SampleBuilder, device: DeviceStage, backend: str,
                  backend_ctx: BackendContext, on_error: str):
-        self.pool = ThreadPoolExecutor(backend_ctx.num_threads, thread_name_prefix="fastload-pool")
+        number = next(_NUMBERS)  # names this loader's threads (see close())
+        self._pool_name, self._producer_name = f"fastload-pool-{number}", f"fastload-producer-{number}"
+        self.pool = ThreadPoolExecutor(backend_ctx.num_threads, thread_name_prefix=self._pool_name)
         self._builder, self._device, self._on_error = builder, device, on_error
         self._backend_name, self._backend_ctx = backend, replace(backend_ctx, pool=self.pool)
         self.backend = None
@@ -139,9 +144,9 @@ class _Resources:
         with self._lock:
             self._check_open()
             p = self.producer
-            if (p is not None and self.parked and not p.stopped and p.alive and start == 0
+            self.parked, was_parked, self._lease = False, self.parked, None
+            if (p is not None and was_parked and not p.stopped and p.alive and start == 0
                     and p.delivers == plan):
-                self.parked, self._lease = False, None
                 return p
             if p is not None:
                 p.stop()
@@ -149,11 +154,13 @@ class _Resources:
             raise TimeoutError(
                 f"fastload: the previous producer is still busy after {wait_s} s (stuck in a "
                 "read or a kernel); not starting a second one next to it")
+        new = Producer(self._stages(plan.seed), plan, start, prefetch, name=self._producer_name)
         with self._lock:
-            self._check_open()
-            self.producer = Producer(self._stages(plan.seed), plan, start, prefetch)
-            self.parked, self._lease = False, None
-            return self.producer
+            self.producer = new
+            if self.closed:
+                new.stop()
+                self._check_open()
+        return new
 
     def lease(self, producer: Producer, iterator) -> None:
         """``iterator`` consumes ``producer``; dropping it mid-epoch stops the producer."""
@@ -167,7 +174,7 @@ class _Resources:
             if p is not None:
                 p.stop()
                 self._lease = None
-        if p is not None:
+        if p is not None and not self._in_own_thread():  # (the producer may wait on this thread)
             p.join(_JOIN_S)
 
     def park(self, producer: Producer, plan: EpochPlan) -> None:
@@ -192,7 +199,13 @@ class _Resources:
             producer.join(join_s)
 
     def close(self) -> None:
-        """Stop the producer, then the pool, then the backend (idempotent)."""
+        """Stop the producer, then the pool, then the backend (idempotent).
+
+        The loader's finalizer calls this whenever the garbage collector frees the loader,
+        in whatever thread triggered the collection. When that is one of this loader's own
+        threads, it may be inside the pool's own lock (``ThreadPoolExecutor.submit``
+        allocates while holding it) or be the thread to wait for: the waiting part is then
+        left to a short-lived thread instead of deadlocking."""
         with self._lock:
             if self.closed:
                 return
@@ -200,6 +213,17 @@ class _Resources:
             p, self._lease = self.producer, None
             if p is not None:
                 p.stop()
+        if self._in_own_thread():
+            threading.Thread(target=self._finish_close, args=(p,), name="fastload-close",
+                             daemon=True).start()
+        else:
+            self._finish_close(p)
+
+    def _in_own_thread(self) -> bool:
+        name = threading.current_thread().name
+        return name == self._producer_name or name.startswith(self._pool_name + "_")
+
+    def _finish_close(self, p: Optional[Producer]) -> None:
         if p is not None:
             p.join(_JOIN_S)
         self.pool.shutdown(wait=True, cancel_futures=True)

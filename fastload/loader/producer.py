@@ -9,8 +9,10 @@ training loop that moves on to the next epoch finds them ready: no bubble at epo
 boundaries. An exception ends the thread after ``("error", epoch, None, exc)``. The records
 of batch k + 1 are read (on the pool) while batch k is built.
 
-:meth:`Producer.stop` asks the thread to end (it notices between batches and while waiting
-to put one) and frees the queued batches; it does not wait for it (:meth:`Producer.join`).
+:meth:`Producer.stop` asks the thread to end; it notices between batches and while waiting
+to put one (every 50 ms), and frees the queued batches as it ends. ``stop`` takes no lock and
+does not wait (:meth:`Producer.join` does), so it is safe in a finalizer, which the garbage
+collector may run in any thread, even one inside this producer's queue.
 """
 from __future__ import annotations
 
@@ -26,25 +28,26 @@ __all__ = ["Producer"]
 
 
 class Producer:
-    def __init__(self, maker: BatchMaker, plan: EpochPlan, start: int, prefetch: int):
+    def __init__(self, maker: BatchMaker, plan: EpochPlan, start: int, prefetch: int,
+                 name: str = "fastload-producer"):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(prefetch)))
-        self._stop = threading.Event()
+        self._stopped = False  # a plain flag: set from any thread without a lock
         #: the plan whose batches the queue delivers next, from batch ``start`` (kept up to date
         #: by the consumer, which alone knows where the head of the queue is)
         self.delivers, self.start = plan, int(start)
         self.thread = threading.Thread(target=self._run, args=(maker, plan, int(start)),
-                                       name="fastload-producer", daemon=True)
+                                       name=name, daemon=True)
         self.thread.start()
 
     # ---------------------------------------------------------------- producer side
     def _run(self, maker: BatchMaker, plan: EpochPlan, start: int) -> None:
         try:
             maker.device.bind_thread()
-            while not self._stop.is_set():
+            while not self._stopped:
                 batches = plan.batches()
                 ahead = maker.read_ahead(batches[start], plan) if start < len(batches) else None
                 for k in range(start, len(batches)):
-                    if self._stop.is_set():
+                    if self._stopped:
                         return
                     cur = ahead
                     ahead = maker.read_ahead(batches[k + 1], plan) if k + 1 < len(batches) else None
@@ -59,11 +62,11 @@ class Producer:
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             self._put(("error", plan.epoch, None, e))
         finally:
-            if self._stop.is_set():  # an item put while stop() drained: free it too
+            if self._stopped:  # free the batches nobody will take
                 self._drain()
 
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
+        while not self._stopped:
             try:
                 self._queue.put(item, timeout=0.05)
                 return True
@@ -77,7 +80,7 @@ class Producer:
         died without an item, ``TimeoutError`` after ``timeout`` seconds (0: no limit)."""
         t0 = time.monotonic()
         while True:
-            if self._stop.is_set():
+            if self._stopped:
                 return None
             try:
                 return self._queue.get(timeout=0.05)
@@ -101,12 +104,11 @@ class Producer:
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        return self._stopped
 
     def stop(self) -> None:
-        """Ask the thread to end and free the queued batches (does not wait)."""
-        self._stop.set()
-        self._drain()  # so a blocked put wakes up and big batches are freed
+        """Ask the thread to end (it frees the queued batches); takes no lock, does not wait."""
+        self._stopped = True
 
     def _drain(self) -> None:
         try:

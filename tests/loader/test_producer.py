@@ -266,3 +266,51 @@ def test_program_end_with_a_parked_producer_exits(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "ok"
     assert time.monotonic() - t0 < 60
+
+
+def test_finalizer_in_the_loaders_own_thread_does_not_deadlock(tmp_path):
+    """The garbage collector runs a loader's finalizer in whatever thread triggered the
+    collection, possibly its own producer while inside ``ThreadPoolExecutor.submit``, which
+    holds the pool's lock and the process-wide one (which every other loader's submit then
+    waits for). Simulated exactly: a backend's submit (the producer thread) takes those locks
+    and runs the finalizer. Closing must neither deadlock nor leave a thread behind, and
+    other loaders keep working. (Uses CPython's private lock names, as the hazard does.)"""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[2]
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.path[:0] = [{str(root)!r}]
+        from tests.helpers.data import blob_dataset
+        from fastload import DataLoader, AugmentConfig
+        from concurrent.futures.thread import _global_shutdown_lock
+        from fastload.loader.backends import CpuBackend, register_backend
+        hook = {{}}
+
+        class Collecting(CpuBackend):
+            def submit(self, *args, **kwargs):
+                if hook.pop("fire", False):  # the locks ThreadPoolExecutor.submit holds while
+                    with hook["pool"]._shutdown_lock, _global_shutdown_lock:  # it allocates
+                        hook["finalizer"]()
+                return super().submit(*args, **kwargs)
+
+        register_backend("collecting", Collecting, "runs the finalizer in the producer (a test)")
+        ld = DataLoader(blob_dataset(8), batch_size=2, augment=AugmentConfig(out_size=(32, 32)),
+                        backend="collecting", num_threads=2, timeout=60)
+        hook.update(fire=True, pool=ld._resources.pool, finalizer=ld._finalizer)
+        try:
+            n = sum(1 for _ in ld)
+        except Exception as e:  # the loader was closed under the loop: any clean end is fine
+            n = type(e).__name__
+        other = DataLoader(blob_dataset(4), batch_size=2, augment=AugmentConfig(out_size=(32, 32)),
+                           num_threads=2, timeout=60)
+        assert sum(len(b["index"]) for b in other) == 4  # other loaders' submits are not blocked
+        other.close()
+        deadline = time.monotonic() + 30
+        while any(t.name.startswith("fastload") for t in threading.enumerate()):
+            assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+            time.sleep(0.05)
+        print("ok", n, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert r.stdout.startswith("ok"), r.stdout
