@@ -411,9 +411,9 @@ class DataLoader:
 
     def __iter__(self) -> _EpochIterator:
         start = min(self._resume, len(self))
-        self._resume, self._consumed = 0, start
         producer = self._resources.start(self._plan, start, self.prefetch,
                                          wait_s=self.timeout or None)
+        self._resume, self._consumed = 0, start
         it = _EpochIterator(self, producer, self._plan)
         self._resources.lease(producer, it)
         return it
