@@ -1,52 +1,26 @@
 """fastload.DataLoader: torch parity, contents equal to the pipeline run by hand, resume,
-torch keyword refusals, failures (errors name the sample, skip counts, no hang, no threads left)."""
-import gc
-import subprocess
-import sys
-import textwrap
-import threading
+torch keyword refusals, failures (errors name the sample, skip counts).
+Threads, lifetime, prefetch and timeouts: test_producer.py."""
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers.data import blob_dataset, corrupt_image, corrupt_record, packed_dataset
+from tests.helpers.data import corrupt_image, corrupt_record, packed_dataset
 from fastload.augment.config import AugmentConfig
-from fastload.loader import DataLoader, SampleError, collate, epoch_indices
+from fastload.loader import DataLoader, SampleError, collate
 from fastload.targets.specs import CenterNetTarget, FunctionTarget
-
-CFG = AugmentConfig(out_size=(64, 64))
+from tests.helpers.env import requires_gpu
+from tests.loader.common import CFG
+from tests.loader.common import assert_batches_equal as _equal
+from tests.loader.common import collect as _collect
 
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     from fastload.store import Dataset
     return Dataset(packed_dataset(tmp_path_factory.mktemp("loader"), n=10))
-
-
-@pytest.fixture
-def blobs():
-    return blob_dataset(10)
-
-
-def _collect(loader, epochs=None):
-    return [{k: v.clone() for k, v in b.items()} for b in loader]
-
-
-def _equal(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert torch.equal(a[k], b[k]), k
-
-
-def _producers():
-    return [t for t in threading.enumerate() if t.name.startswith("fastload-producer") and t.is_alive()]
-
-
-def _fastload_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("fastload") and t.is_alive()]
 
 
 # ------------------------------------------------------------------ torch parity
@@ -207,27 +181,6 @@ def test_torch_keywords_honoured(blobs):
         DataLoader(42)
 
 
-# ------------------------------------------------------------------ distributed split (in-process)
-@pytest.mark.parametrize("n,ws", [(10, 2), (10, 3), (7, 4), (2, 3)])
-def test_epoch_indices_split(n, ws):
-    shares = [epoch_indices(n, seed=1, epoch=3, shuffle=True, rank=r, world_size=ws) for r in range(ws)]
-    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == -(-n // ws)
-    allidx = np.concatenate(shares)
-    assert set(allidx.tolist()) == set(range(n))
-    assert len(allidx) - n == (-n) % ws  # only the documented pads repeat
-    order = epoch_indices(n, seed=1, epoch=3, shuffle=True)
-    assert not np.array_equal(order, epoch_indices(n, seed=1, epoch=4, shuffle=True))
-
-
-def test_rank_world_size_arguments(blobs):
-    lens = [len(DataLoader(blobs, batch_size=2, rank=r, world_size=3, augment=CFG)) for r in range(3)]
-    assert lens == [2, 2, 2]
-    with pytest.raises(ValueError, match="both rank and world_size"):
-        DataLoader(blobs, rank=1)
-    with pytest.raises(ValueError, match="rank < world_size"):
-        DataLoader(blobs, rank=2, world_size=2)
-
-
 # ------------------------------------------------------------------ failures
 def test_corrupt_image_error_names_sample(blobs):
     corrupt_image(blobs, 5)
@@ -242,8 +195,8 @@ def test_corrupt_image_error_names_sample(blobs):
     assert "sample index 5" in msg and "id 5" in msg and "img_0005.jpg" in msg
     assert e.value.index == 5 and e.value.file_name == "img_0005.jpg"
     assert seen == [0, 1, 2, 3]
-    it = ld._active()  # still referenced by the traceback, but closed
-    assert ld._spare is None and (it is None or not it._pipe.thread.is_alive())
+    p = ld._resources.producer  # the iterator is still referenced by the traceback, but closed
+    assert p is not None and p.stopped and not ld._resources.parked and not p.alive
 
 
 def test_corrupt_record_error_and_skip_policy(blobs):
@@ -264,50 +217,6 @@ def test_target_error_reaches_loop(blobs):
         raise RuntimeError("boom")
     with pytest.raises(SampleError, match="sample index 0 .*img_0000.jpg.*building targets.*boom"):
         next(iter(DataLoader(blobs, batch_size=2, augment=CFG, targets=[FunctionTarget(bad)])))
-
-
-def test_break_delete_and_interrupt_leave_no_threads(blobs):
-    gc.collect()
-    before = set(threading.enumerate())
-    ld = DataLoader(blobs, batch_size=2, augment=CFG, num_threads=2, prefetch=1)
-    mine = lambda: set(_producers()) - before  # noqa: E731
-    for _ in ld:
-        break  # producer is blocked on the full queue here
-    gc.collect()
-    deadline = time.monotonic() + 10
-    while mine() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not mine()
-    with pytest.raises(KeyboardInterrupt):
-        for _ in ld:
-            raise KeyboardInterrupt
-    gc.collect()
-    assert not mine()
-    it = iter(ld)
-    next(it)
-    it.close()
-    assert not mine()
-    del ld, it
-    gc.collect()
-    assert not set(_fastload_threads()) - before
-
-
-def test_program_end_mid_epoch_exits(tmp_path, blobs):
-    """Leaving a loader mid-epoch at interpreter exit: the process ends promptly, rc 0."""
-    import pathlib
-    root = pathlib.Path(__file__).resolve().parents[2]
-    script = textwrap.dedent(f"""
-        import sys; sys.path[:0] = [{str(root)!r}]
-        from tests.helpers.data import blob_dataset
-        from fastload import DataLoader, AugmentConfig
-        ld = DataLoader(blob_dataset(6), batch_size=2, augment=AugmentConfig(out_size=(64, 64)), prefetch=1)
-        it = iter(ld)
-        next(it)
-        print("ok", flush=True)
-    """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "ok"
 
 
 def test_all_target_specs_match_kernels(packed):
@@ -350,54 +259,6 @@ def test_all_target_specs_match_kernels(packed):
             assert np.array_equal(batch[k][j].numpy(), v), k
 
 
-def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
-    """backend="dali" (DALI CPU operators here): images equal DaliAugmenter run by hand on
-    the same batches in the same order; a bad JPEG names its sample; skip works."""
-    from fastload.augment.dali import DaliAugmenter
-    from fastload.augment.params import sample_params
-
-    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, backend="dali", seed=4,
-                    num_threads=2)
-    got = _collect(ld)
-    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=4)
-    for b in got:
-        idx = b["index"].tolist()
-        recs = [blobs[i] for i in idx]
-        ps = [sample_params(CFG, 4, 0, i, r.height, r.width) for i, r in zip(idx, recs)]
-        assert torch.equal(aug.run([r.image_bytes for r in recs], ps), b["image"])
-    aug.close()
-    corrupt_image(blobs, 6)
-    with pytest.raises(SampleError, match="sample index 6 .*img_0006.jpg"):
-        list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
-    ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
-    assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
-
-
-def test_next_epoch_is_prefetched_and_identical(blobs):
-    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2, prefetch=2)
-    _collect(ld)  # epoch 0; its producer goes on with epoch 1
-    spare = ld._spare
-    assert spare is not None and spare.next_epoch == 1
-    deadline = time.monotonic() + 20
-    while spare.q.qsize() < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert spare.q.qsize() == 2, spare.q.qsize()  # bounded: prefetch batches wait, no more
-    e1 = _collect(ld)
-    ref = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, num_threads=2)
-    ref.set_epoch(1)
-    for x, y in zip(e1, _collect(ref)):
-        _equal(x, y)
-    spare = ld._spare
-    ld.set_epoch(7)  # not the prefetched epoch: the spare producer is dropped
-    assert torch.cat([b["index"] for b in _collect(ld)]).tolist() == \
-        epoch_indices(10, seed=0, epoch=7, shuffle=True).tolist()
-    assert not spare.thread.is_alive()
-    last = [ld._spare, ref._spare]
-    ld.close()
-    ref.close()
-    assert not any(p.thread.is_alive() for p in last)
-
-
 def test_corrupt_lmdb_record_names_shard(packed, tmp_path):
     """A garbled record inside a real LMDB shard: the error names the index and the shard file."""
     import shutil
@@ -419,9 +280,6 @@ def test_corrupt_lmdb_record_names_shard(packed, tmp_path):
     assert str(shard_file) in str(e.value) and e.value.stage == "reading the record"
     ld = DataLoader(root, batch_size=4, augment=CFG, on_error="skip")
     assert sum(len(b["index"]) for b in ld) == len(ds) - 1 and ld.stats["skipped"] == 1
-
-
-from tests.helpers.env import requires_gpu  # noqa: E402
 
 
 @requires_gpu
@@ -457,30 +315,3 @@ def test_skip_whole_batch_and_stats_count_delivered_only(blobs):
     assert ld.stats["skipped"] == 4
 
 
-class _SlowDataset:
-    """Records from a BlobDataset, one of them slow to read (a stalled NAS)."""
-
-    def __init__(self, base, slow_index, seconds):
-        self.base, self.slow, self.seconds = base, slow_index, seconds
-        self.classes, self.keypoint_names, self.flip_pairs = base.classes, base.keypoint_names, base.flip_pairs
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        if i == self.slow:
-            time.sleep(self.seconds)
-        return self.base[i]
-
-
-def test_timeout_raises_instead_of_waiting(blobs):
-    _collect(DataLoader(blobs, batch_size=4, augment=CFG))  # warm the kernels in this process
-    ld = DataLoader(_SlowDataset(blobs, 5, 3.0), batch_size=4, augment=CFG, timeout=0.5)
-    it = iter(ld)
-    next(it)
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError, match="timeout=0.5"):
-        next(it)
-    assert time.monotonic() - t0 < 2.5
-    with pytest.raises(StopIteration):  # the iterator is closed after the error
-        next(it)

@@ -1,0 +1,267 @@
+"""Image backends: encoded images + per-sample parameters -> the batch's augmented images.
+
+A backend is one class registered by name (:func:`register_backend`; ``cpu``: the fused
+Numba kernel, :class:`CpuBackend`, and ``dali``: the DALI graph, :class:`DaliBackend`, are
+registered at the bottom of this module, each with its description and the device types it is
+the default on). ``DataLoader(backend=NAME)`` accepts exactly the registered names, and
+``docs/loader.md`` lists them (a test checks).
+
+The protocol is two-phase, so that a producer can start the images of a batch, do other
+work (the annotations) and collect them later::
+
+    pending = backend.submit(encoded, params, names, sizes, out=None)   # returns at once
+    images, errors = pending.result()
+
+``encoded``: encoded image bytes per sample; ``params``: their ``SampleParams``; ``names``:
+labels for error messages (file names); ``sizes``: the ``(height, width)`` each sample's
+params were drawn for; a decoded image of another size is that sample's error. ``out``: for
+a backend with ``writes_host_buffer``, the (B, 3, H, W) host array of
+``fastload.dtypes.output_numpy_dtype(cfg.dtype)`` to write into (pinned memory on a CUDA
+device); other backends return their own tensor. ``result()`` -> ``(images, errors)`` with
+``errors`` a list of ``(position in the batch, exception)`` for the samples whose image
+failed (``images`` is then not to be used); an error that belongs to no sample is raised.
+Backends draw no randomness of their own except DALI's noise (see fastload/augment/dali.py).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from fastload.augment.config import AugmentConfig
+
+__all__ = ["ImageBackend", "Pending", "BackendContext", "register_backend", "unregister_backend",
+           "backend_names", "backend_descriptions", "default_backend", "check_backend",
+           "create_backend", "CpuBackend", "DaliBackend"]
+
+#: per-sample image errors: (position in the batch, exception)
+ImageErrors = List[Tuple[int, BaseException]]
+
+
+class Pending(Protocol):
+    def result(self) -> Tuple[Any, ImageErrors]:
+        """Wait for the batch: (images, per-sample errors)."""
+
+
+class ImageBackend(Protocol):
+    #: True: ``submit`` writes into the ``out`` host buffer it is given
+    writes_host_buffer: bool
+
+    def submit(self, encoded: Sequence, params: Sequence, names: Sequence[str],
+               sizes: Sequence[Tuple[int, int]], out: Optional[np.ndarray] = None) -> Pending: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend factory is given: the augmentation config, the batch size, the CPU
+    threads, the output device (``torch.device``), the seed (DALI's noise) and the loader's
+    thread pool (None: run on the calling thread)."""
+    cfg: AugmentConfig
+    batch_size: int
+    num_threads: int
+    device: Any
+    seed: int = 0
+    pool: Optional[Executor] = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    factory: Callable[[BackendContext], ImageBackend]
+    description: str
+    default_on: Tuple[str, ...]
+
+
+_REGISTRY: Dict[str, _Entry] = {}
+
+
+def register_backend(name: str, factory: Callable[[BackendContext], ImageBackend],
+                     description: str, default_on: Sequence[str] = (),
+                     replace: bool = False) -> None:
+    """Make ``DataLoader(backend=name)`` build its image backend with ``factory(context)``.
+    ``default_on``: device types ("cpu", "cuda") for which it is the default backend."""
+    if not replace and name in _REGISTRY:
+        raise ValueError(f"an image backend named {name!r} is already registered")
+    for dev in default_on:
+        other = next((e.name for e in _REGISTRY.values()
+                      if dev in e.default_on and e.name != name), None)
+        if other is not None:
+            raise ValueError(f"backend {other!r} is already the default on {dev!r}")
+    _REGISTRY[name] = _Entry(name, factory, description, tuple(default_on))
+
+
+def unregister_backend(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def backend_names() -> Tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def backend_descriptions() -> Dict[str, str]:
+    return {n: _REGISTRY[n].description for n in backend_names()}
+
+
+def default_backend(device_type: str) -> str:
+    for e in _REGISTRY.values():
+        if device_type in e.default_on:
+            return e.name
+    raise ValueError(f"no image backend is registered as the default on {device_type!r}; "
+                     f"pass backend= one of {list(backend_names())}")
+
+
+def check_backend(name) -> str:
+    if name not in _REGISTRY:
+        raise ValueError(f"backend must be one of the registered image backends "
+                         f"{list(backend_names())}, got {name!r}")
+    return name
+
+
+def create_backend(name: str, ctx: BackendContext) -> ImageBackend:
+    return _REGISTRY[check_backend(name)].factory(ctx)
+
+
+# --------------------------------------------------------------------------- pendings
+class _Done:
+    """A batch already finished."""
+
+    def __init__(self, images, errors: ImageErrors):
+        self._images, self._errors = images, errors
+
+    def result(self):
+        return self._images, self._errors
+
+
+class _Futures:
+    """Per-sample tasks on a thread pool; the images are in ``out`` when they are done."""
+
+    def __init__(self, out, futures):
+        self._out, self._futures = out, futures
+
+    def result(self):
+        errors = []
+        for j, f in enumerate(self._futures):
+            try:
+                f.result()
+            except Exception as e:
+                errors.append((j, e))
+        return self._out, errors
+
+
+# --------------------------------------------------------------------------- cpu
+class CpuBackend:
+    """The fused Numba kernel, one task per sample (so a bad image is attributed to its
+    sample, and one pool serves images and annotations): decode
+    (:func:`fastload.augment.decode.decode_image`), check the size, augment into the
+    sample's row of ``out`` (:func:`fastload.augment.cpu.augment_image`). Without a pool the
+    tasks run in ``submit``."""
+    writes_host_buffer = True
+
+    def __init__(self, ctx: BackendContext):
+        from fastload.dtypes import output_numpy_dtype
+        self.cfg, self.pool = ctx.cfg, ctx.pool
+        self.dtype = output_numpy_dtype(ctx.cfg.dtype)
+        self._local = threading.local()  # one shadow-mask scratch buffer per thread
+
+    def submit(self, encoded, params, names, sizes, out=None):
+        n = len(encoded)
+        if out is None:
+            out = np.empty((n, 3) + tuple(self.cfg.out_size), self.dtype)
+        if self.pool is None:
+            errors = []
+            for j in range(n):
+                try:
+                    self.augment_one(encoded[j], params[j], names[j], sizes[j], out[j])
+                except Exception as e:
+                    errors.append((j, e))
+            return _Done(out, errors)
+        return _Futures(out, [self.pool.submit(self.augment_one, encoded[j], params[j], names[j],
+                                               sizes[j], out[j]) for j in range(n)])
+
+    def augment_one(self, encoded, params, name, size, out_chw) -> None:
+        """One sample: decoded image (checked against ``size``) -> augmented into ``out_chw``."""
+        from fastload.augment.cpu import augment_image
+        from fastload.augment.decode import decode_image
+        img = decode_image(encoded, name)
+        if size is not None and tuple(img.shape[:2]) != (int(size[0]), int(size[1])):
+            raise ValueError(f"{name}: image is {img.shape[0]}x{img.shape[1]} (HxW) but its "
+                             f"record says {int(size[0])}x{int(size[1])}")
+        H, W = self.cfg.out_size
+        mask = getattr(self._local, "mask", None)
+        if mask is None:
+            mask = self._local.mask = np.empty((H, W), np.uint8)
+        augment_image(img, params, self.cfg, out_chw, mask, name=name)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- dali
+class DaliBackend:
+    """The DALI graph (:class:`fastload.augment.dali.DaliAugmenter`), one run per batch, built
+    on the first batch (in the producer thread). ``submit`` returns at once and the batch runs
+    in ``result()``, which the producer calls after handing the annotations to the pool, so
+    DALI works while the pool builds the targets; the result is a torch tensor (CUDA tensors
+    are written on the calling thread's current stream). When a batch fails, each sample is
+    run alone to find the bad ones (as many DALI runs as samples: rare)."""
+    writes_host_buffer = False
+
+    def __init__(self, ctx: BackendContext):
+        from fastload.optional import require
+        require("nvidia.dali", extra="dali", what="the DALI image backend (backend='dali')")
+        self.ctx = ctx
+        self.device_id = ctx.device.index if ctx.device.type == "cuda" else None
+        self._aug = None
+
+    def _augmenter(self):
+        if self._aug is None:
+            from fastload.augment.dali import DaliAugmenter
+            c = self.ctx
+            self._aug = DaliAugmenter(c.cfg, batch_size=c.batch_size, device_id=self.device_id,
+                                      num_threads=c.num_threads, seed=c.seed)
+        return self._aug
+
+    def submit(self, encoded, params, names, sizes, out=None):
+        return _Deferred(self.run, encoded, params, names, sizes)
+
+    def run(self, encoded, params, names, sizes):
+        """The batch now -> (images, per-sample errors); raises an error of no sample."""
+        aug = self._augmenter()
+        try:
+            return aug.run(encoded, params, names=names, sizes=sizes), []
+        except Exception as err:
+            bad = []
+            for j in range(len(encoded)):
+                try:
+                    aug.run([encoded[j]], [params[j]], names=[names[j]], sizes=[sizes[j]])
+                except Exception as e:
+                    bad.append((j, e))
+            if not bad:
+                raise err
+            return None, bad
+
+    def close(self) -> None:
+        if self._aug is not None:
+            self._aug.close()
+            self._aug = None
+
+
+class _Deferred:
+    """A batch that runs when its result is asked for."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
+
+    def result(self):
+        return self._fn(*self._args)
+
+
+register_backend("cpu", CpuBackend, "the fused Numba kernel on the loader's CPU threads "
+                 "(fastload.augment.cpu)", default_on=("cpu",))
+register_backend("dali", DaliBackend, "the DALI graph (fastload.augment.dali): on the GPU with "
+                 "a CUDA device, DALI's CPU operators with device='cpu'", default_on=("cuda",))

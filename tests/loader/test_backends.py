@@ -1,0 +1,182 @@
+"""Image backends: the registry (validation, defaults, docs, a backend registered by a test),
+the two-phase protocol of the "cpu" and "dali" backends against the augmenters run by hand,
+and per-sample errors that name the sample."""
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastload.augment.params import sample_params
+from fastload.loader import DataLoader, SampleError
+from fastload.loader.backends import (BackendContext, backend_descriptions, backend_names,
+                                      create_backend, default_backend, register_backend,
+                                      unregister_backend)
+from tests.helpers.data import corrupt_image
+from tests.loader.common import CFG, assert_batches_equal, collect
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "loader.md"
+
+
+def _inputs(ds, idx, seed=0, epoch=0, cfg=CFG):
+    recs = [ds[i] for i in idx]
+    return ([r.image_bytes for r in recs],
+            [sample_params(cfg, seed, epoch, i, r.height, r.width) for i, r in zip(idx, recs)],
+            [r.file_name for r in recs], [(r.height, r.width) for r in recs])
+
+
+# ------------------------------------------------------------------ registry
+def test_unknown_backend_lists_the_registered_ones(blobs):
+    assert {"cpu", "dali"} <= set(backend_names())
+    with pytest.raises(ValueError, match="backend") as e:
+        DataLoader(blobs, backend="opencv")
+    for name in backend_names():
+        assert repr(name) in str(e.value)
+    assert default_backend("cpu") == "cpu" and default_backend("cuda") == "dali"
+    assert DataLoader(blobs, augment=CFG, device="cpu").backend == "cpu"
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("cpu", lambda ctx: None, "again")
+
+
+def test_docs_list_every_registered_backend():
+    text = DOCS.read_text()
+    for name in backend_names():
+        assert re.search(rf"^\| `{re.escape(name)}` \|", text, re.M), \
+            f"docs/loader.md has no row for the image backend {name!r}"
+    assert backend_descriptions()["cpu"]
+
+
+class _Flat:
+    """A test backend: every image is the constant (sample's file number) / 10."""
+
+    def __init__(self, ctx, host):
+        self.ctx, self.writes_host_buffer, self.closed = ctx, host, False
+        self.calls = 0
+
+    def submit(self, encoded, params, names, sizes, out=None):
+        self.calls += 1
+        vals = [int(re.search(r"(\d+)", n).group(1)) / 10 for n in names]
+        if self.writes_host_buffer:
+            for j, v in enumerate(vals):
+                out[j] = v
+            images = out
+        else:
+            images = torch.stack([torch.full((3,) + tuple(self.ctx.cfg.out_size), v) for v in vals])
+
+        class Done:
+            def result(self):
+                return images, []
+        return Done()
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_a_registered_backend_is_usable(blobs, host):
+    made = []
+    register_backend("test-flat", lambda ctx: made.append(_Flat(ctx, host)) or made[-1],
+                     "constant images (a test)")
+    try:
+        kw = dict(batch_size=4, shuffle=True, seed=2, augment=CFG, targets=["centernet"],
+                  num_threads=2)
+        got = collect(DataLoader(blobs, backend="test-flat", **kw))
+        ref = collect(DataLoader(blobs, backend="cpu", **kw))
+        assert len(made) == 1 and made[0].ctx.batch_size == 4 and made[0].ctx.seed == 2
+        assert made[0].calls >= len(got) == 3  # (and the next epoch is prefetched)
+        for g, r in zip(got, ref):
+            want = (g["index"].double() / 10).view(-1, 1, 1, 1).expand_as(g["image"]).float()
+            assert torch.equal(g["image"], want)
+            assert_batches_equal({k: v for k, v in g.items() if k != "image"},
+                                 {k: v for k, v in r.items() if k != "image"})
+        ld = DataLoader(blobs, backend="test-flat", **kw)
+        next(iter(ld))
+        ld.close()
+        assert made[-1].closed
+    finally:
+        unregister_backend("test-flat")
+    assert "test-flat" not in backend_names()
+
+
+# ------------------------------------------------------------------ cpu
+def test_cpu_backend_submits_to_the_shared_pool_and_returns_at_once(blobs):
+    from fastload.augment.cpu import CpuAugmenter
+    pool = ThreadPoolExecutor(1)
+    gate = threading.Event()
+    pool.submit(gate.wait)  # the pool's one thread is busy: submit must not wait for it
+    try:
+        be = create_backend("cpu", BackendContext(CFG, batch_size=4, num_threads=1,
+                                                  device=torch.device("cpu"), pool=pool))
+        enc, ps, names, sizes = _inputs(blobs, [0, 1, 2, 3], seed=3)
+        out = np.empty((4, 3, 64, 64), np.float32)
+        pending = be.submit(enc, ps, names, sizes, out=out)
+        assert not gate.is_set()  # returned while no task could run yet
+    finally:
+        gate.set()
+    images, errors = pending.result()
+    pool.shutdown()
+    assert images is out and errors == []
+    ref = CpuAugmenter(CFG, 1).run(enc, ps)  # the augmenter run by hand: bit-identical
+    assert np.array_equal(images, ref)
+
+
+def test_cpu_backend_errors_name_their_sample(blobs):
+    corrupt_image(blobs, 2)
+    be = create_backend("cpu", BackendContext(CFG, batch_size=4, num_threads=1,
+                                              device=torch.device("cpu")))
+    enc, ps, names, sizes = _inputs(blobs, [1, 2, 3])
+    sizes[2] = (sizes[2][0] + 1, sizes[2][1])  # the record says another size
+    images, errors = be.submit(enc, ps, names, sizes).result()
+    assert [j for j, _ in errors] == [1, 2]
+    assert "img_0002.jpg" in str(errors[0][1])
+    assert "img_0003.jpg" in str(errors[1][1]) and "record says" in str(errors[1][1])
+    with pytest.raises(SampleError, match="sample index 2 .*img_0002.jpg.*decoding / augmenting"):
+        list(DataLoader(blobs, batch_size=4, augment=CFG, backend="cpu"))
+
+
+# ------------------------------------------------------------------ dali (its CPU operators here)
+def test_dali_backend_two_phase_equals_augmenter_run(blobs):
+    from fastload.augment.dali import DaliAugmenter
+    ctx = BackendContext(CFG, batch_size=4, num_threads=2, device=torch.device("cpu"), seed=5)
+    be = create_backend("dali", ctx)
+    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=5)
+    for idx in ([0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 0]):
+        args = _inputs(blobs, idx, seed=5)
+        pending = be.submit(*args)
+        images, errors = pending.result()
+        assert errors == []
+        assert torch.equal(images, aug.run(*args))
+    corrupt_image(blobs, 5)
+    enc, ps, names, sizes = _inputs(blobs, [4, 5, 6, 7])
+    sizes[3] = (1, 1)
+    images, errors = be.submit(enc, ps, names, sizes).result()
+    assert [j for j, _ in errors] == [1, 3]
+    assert "img_0005.jpg" in str(errors[0][1]) and "img_0007.jpg" in str(errors[1][1])
+    be.close()
+    aug.close()
+
+
+def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
+    """backend="dali" (DALI CPU operators here): images equal DaliAugmenter run by hand on
+    the same batches in the same order; a bad JPEG names its sample; skip works."""
+    from fastload.augment.dali import DaliAugmenter
+    from fastload.augment.params import sample_params
+
+    ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, backend="dali", seed=4,
+                    num_threads=2)
+    got = collect(ld)
+    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=4)
+    for b in got:
+        idx = b["index"].tolist()
+        recs = [blobs[i] for i in idx]
+        ps = [sample_params(CFG, 4, 0, i, r.height, r.width) for i, r in zip(idx, recs)]
+        assert torch.equal(aug.run([r.image_bytes for r in recs], ps), b["image"])
+    aug.close()
+    corrupt_image(blobs, 6)
+    with pytest.raises(SampleError, match="sample index 6 .*img_0006.jpg"):
+        list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
+    ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
+    assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
