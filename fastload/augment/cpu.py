@@ -35,11 +35,8 @@ from fastload.augment.output import norm_consts, output_reference, output_target
 from fastload.augment.warp import inverse_2x3, warp_reference
 from fastload.dtypes import output_numpy_dtype
 
-__all__ = ["CpuAugmenter", "augment_image", "augment_image_reference", "output_dtype",
+__all__ = ["CpuAugmenter", "augment_image", "augment_image_reference",
            "kernel_ops"]
-
-# the loader's name for fastload.dtypes.output_numpy_dtype
-output_dtype = output_numpy_dtype
 
 
 def _check_image(image, name="image"):

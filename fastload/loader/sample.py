@@ -83,15 +83,15 @@ def dataset_info(ds) -> DatasetInfo:
 
 def record_location(ds, index: int) -> Optional[str]:
     """Where record ``index`` lives, for an error about a record that cannot be read:
-    "SHARD_FILE, record POS" for a packed :class:`fastload.Dataset`, else the dataset's
-    ``path``, else None."""
+    "SHARD_FILE, record POS" for a packed :class:`fastload.Dataset`
+    (:meth:`fastload.store.Dataset.record_location`), else the dataset's ``path``, else None."""
+    from fastload.store import Dataset
+    if isinstance(ds, Dataset):
+        try:
+            return ds.record_location(int(index))
+        except IndexError:
+            pass
     path = getattr(ds, "path", None)
-    try:
-        shard, pos = ds.locate(int(index))
-        name = ds.manifest["shards"][shard]["file"]
-        return f"{Path(path) / name}, record {pos}"
-    except Exception:  # not a packed Dataset (no locate / manifest), or the index is bad
-        pass
     return None if path is None else str(path)
 
 
