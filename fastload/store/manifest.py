@@ -16,7 +16,7 @@ The JSON keys, in the order they are written::
     key_format        (documentation) how a record's LMDB key is made
     checksum          (documentation) what a shard's blake2b is the hash of
     num_records       total records (sum of the shard counts)
-    shards            [{file, count, bytes, blake2b, file_bytes}, ...] in index order
+    shards            [{file, count, bytes, blake2b, file_bytes, digests}, ...] in index order
     classes           class names; a record's label indexes this list
     keypoint_names    names of the K keypoints, or null
     flip_pairs        [[left, right], ...] keypoint indices swapped by a horizontal flip
@@ -28,7 +28,9 @@ A shard's ``file`` is a plain file name inside the dataset directory: a name wit
 separator, ``.`` or ``..`` is refused, so a manifest can never point a reader outside its
 folder. ``file_bytes`` is the size of the LMDB file (a shorter file is an incomplete copy
 and is never opened: LMDB would crash the process on the missing pages); manifests written
-before it existed omit it.
+before it existed omit it. ``digests`` names the shard's digests file (a plain name too; the
+per-record digests ``fastload verify`` checks, see :mod:`fastload.store.shards`); older
+manifests omit it.
 """
 from __future__ import annotations
 
@@ -75,18 +77,22 @@ def _plain_name(name) -> bool:
 class ShardEntry:
     """One shard of the manifest: its LMDB file (a plain name inside the dataset folder),
     record count, total bytes of the record values, blake2b checksum (see
-    :mod:`fastload.store.shards`) and file size (``None`` in old manifests)."""
+    :mod:`fastload.store.shards`), file size and digests file (both ``None`` in old
+    manifests)."""
 
     file: str
     count: int
     bytes: int
     blake2b: str
     file_bytes: Optional[int] = None
+    digests: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         d = {"file": self.file, "count": self.count, "bytes": self.bytes, "blake2b": self.blake2b}
         if self.file_bytes is not None:
             d["file_bytes"] = self.file_bytes
+        if self.digests is not None:
+            d["digests"] = self.digests
         return d
 
 
@@ -184,13 +190,15 @@ class Manifest:
             try:
                 entry = ShardEntry(file=s["file"], count=int(s["count"]), bytes=int(s["bytes"]),
                                    blake2b=str(s["blake2b"]),
-                                   file_bytes=int(s["file_bytes"]) if "file_bytes" in s else None)
-            except (KeyError, TypeError, ValueError) as e:
+                                   file_bytes=int(s["file_bytes"]) if "file_bytes" in s else None,
+                                   digests=s.get("digests"))
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise StoreError(f"{where}: malformed manifest: shard {k}: {e!r}") from None
-            if not _plain_name(entry.file):
-                raise StoreError(f"{where}: shard {k} names the file {entry.file!r}; a shard "
-                                 f"file must be a plain name inside the dataset folder (no "
-                                 f"path separator, not . or ..); refused")
+            for name in (entry.file, entry.digests):
+                if name is not None and not _plain_name(name):
+                    raise StoreError(f"{where}: shard {k} names the file {name!r}; a shard "
+                                     f"file must be a plain name inside the dataset folder (no "
+                                     f"path separator, not . or ..); refused")
             if entry.count < 0 or entry.bytes < 0:
                 raise StoreError(f"{where}: malformed manifest: shard {entry.file} has a "
                                  f"negative count or size")
@@ -224,7 +232,12 @@ class Manifest:
         truncated shard files."""
         path = Path(path)
         if not path.exists():
-            raise StoreError(f"{path}: no such dataset directory")
+            aside = sorted(path.parent.glob(f".{path.name}.fastload-old-*")) \
+                if path.parent.is_dir() else []
+            raise StoreError(f"{path}: no such dataset directory" + (
+                f" (a pack was killed while replacing it: the previous dataset is in "
+                f"{aside[0]}; the next `fastload pack` to {path.name} puts it back)"
+                if aside else ""))
         if not path.is_dir():
             raise StoreError(f"{path}: not a directory (a packed dataset is a directory "
                              f"with {MANIFEST_NAME} and shard-*.lmdb files)")
@@ -267,8 +280,9 @@ class Manifest:
         """Write ``path/manifest.json`` atomically (temp file, fsync, ``os.replace``): the last
         file of a pack. Returns the manifest's path."""
         for s in self.shards:
-            if not _plain_name(s.file):
-                raise StoreError(f"{path}: shard file name {s.file!r} is not a plain name")
+            for name in (s.file, s.digests):
+                if name is not None and not _plain_name(name):
+                    raise StoreError(f"{path}: shard file name {name!r} is not a plain name")
         mpath = Path(path) / MANIFEST_NAME
         write_json_atomic(mpath, self.to_json())
         return mpath

@@ -6,6 +6,13 @@ Keys: inside a shard the record with local index ``j`` has the key ``struct.pack
 blake2b-256 of the concatenated per-record digests (blake2b-128 of each value,
 :func:`record_digest`) in key order, so packing workers hash records in parallel and
 ``fastload verify`` recomputes it in one sequential scan.
+
+Digests file: beside each shard, ``shard-NNNNN.digests`` holds those per-record digests, 16
+raw bytes per record in key order, nothing else (no header, no pickle). Its blake2b-256 is
+therefore the shard's checksum: ``fastload verify`` checks the file against the manifest,
+then each record against its own digest, and names the damaged record. Packs made before
+the file existed have none (their manifest names none); verify then checks those shards as
+a whole.
 """
 from __future__ import annotations
 
@@ -23,6 +30,25 @@ import lmdb
 from fastload.store.manifest import ShardEntry, StoreError
 
 SHARD_PATTERN = "shard-{:05d}.lmdb"
+DIGEST_SIZE = 16
+DIGESTS_SUFFIX = ".digests"
+
+
+def digests_name(shard_file: str) -> str:
+    """The digests file of shard file ``shard_file``: ``shard-00000.lmdb`` ->
+    ``shard-00000.digests``."""
+    return shard_file.rsplit(".", 1)[0] + DIGESTS_SUFFIX
+
+
+def read_digests(path, count: int) -> List[bytes]:
+    """The ``count`` per-record digests of a digests file; ``StoreError`` naming the file
+    when it has another size (an unreadable file raises its ``OSError``)."""
+    from fastload.formats.files import read_regular
+    data = read_regular(path)
+    if len(data) != count * DIGEST_SIZE:
+        raise StoreError(f"{path}: {len(data)} bytes, expected {count} digests of "
+                         f"{DIGEST_SIZE} bytes")
+    return [data[k:k + DIGEST_SIZE] for k in range(0, len(data), DIGEST_SIZE)]
 
 
 def record_digest(value) -> bytes:
@@ -89,6 +115,7 @@ class ShardWriter:
 
     def __init__(self, path, map_size: int = 256 << 20, batch: int = 256):
         self.path = Path(path)
+        self.digests_path = self.path.with_name(digests_name(self.path.name))
         self.map_size = int(map_size)
         self.batch = int(batch)
         try:
@@ -99,6 +126,7 @@ class ShardWriter:
             raise write_error(self.path, e) from None
         self._pending: List[bytes] = []
         self._digests: List[bytes] = []
+        self._written_digests: List[bytes] = []
         self.count = 0
         self.nbytes = 0
         self._hash = ShardHash()
@@ -135,11 +163,13 @@ class ShardWriter:
         for v, d in zip(self._pending, self._digests):
             self._hash.update(digest=d)
             self.nbytes += len(v)
+        self._written_digests.extend(self._digests)
         self.count += len(self._pending)
         self._pending = []
         self._digests = []
 
     def close(self) -> ShardEntry:
+        """Write what is queued, sync, write the digests file; the shard's entry."""
         self.flush()
         try:
             self.env.sync(True)
@@ -147,8 +177,16 @@ class ShardWriter:
             raise write_error(self.path, e) from None
         self.env.close()
         Path(str(self.path) + "-lock").unlink(missing_ok=True)
+        try:
+            with open(self.digests_path, "wb") as f:
+                f.write(b"".join(self._written_digests))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a write error carries no file name: name it
+            raise OSError(e.errno, e.strerror, str(self.digests_path)) from None
         return ShardEntry(file=self.path.name, count=self.count, bytes=self.nbytes,
-                          blake2b=self._hash.hexdigest(), file_bytes=self.path.stat().st_size)
+                          blake2b=self._hash.hexdigest(), file_bytes=self.path.stat().st_size,
+                          digests=self.digests_path.name)
 
     def abort(self) -> None:
         """Close the environment without writing what is queued (a failed pack)."""
@@ -159,13 +197,40 @@ class ShardWriter:
 
 
 # ---------------------------------------------------------------------------- reading
-# Process-wide cache of open read-only environments, keyed by shard path. LMDB (and
-# py-lmdb) refuse to open one file twice in a process, so all Dataset objects share it.
-# After a fork the child closes the handles it inherited (its own copies: the parent's
-# stay valid) and opens its own on first use, so no environment is used across a fork.
-_ENVS: Dict[str, lmdb.Environment] = {}
+# Process-wide cache of open read-only environments.
+#
+# Keyed by the shard file's identity (path, device, inode, size, mtime), taken when a
+# Dataset is opened, not by its path: `fastload pack --overwrite` puts new files at the same
+# paths, and a Dataset opened after it must read the new files (a path key handed it the
+# old shard's environment under the new manifest). The rules:
+#
+# - A Dataset asks for the identity it saw when it read its manifest. The file at the path
+#   is checked against it when the environment is opened; a file replaced since is a
+#   StoreError ("open the dataset again"), never the new shard under the old manifest.
+# - Opening a new identity of a path drops the entries of the old identities of that path
+#   from the cache (they are stale: their files were replaced). Dropping never closes an
+#   environment: a reader in another thread may be inside a transaction of it, and closing
+#   unmaps its pages (a crash). The environment closes itself when its last transaction
+#   ends (py-lmdb transactions hold their environment). A Dataset opened before the re-pack
+#   that reads after that gets the StoreError above.
+# - Only Dataset.close() (close_env) closes an environment explicitly: never call it while
+#   another thread reads that dataset.
+# - py-lmdb refuses to open one file (device, inode) twice in a process. A new pack writes
+#   new files (new inodes), so the old environment may live on beside the new one; a shard
+#   rewritten in place while a transaction of its old environment is still open cannot be
+#   re-opened until that transaction ends (a StoreError saying so).
+# - After a fork the child closes the handles it inherited (its own copies: the parent's
+#   stay valid) and opens its own on first use, so no environment is used across a fork.
+_ENVS: Dict[tuple, lmdb.Environment] = {}
 _ENVS_LOCK = threading.Lock()
 _ENVS_PID = os.getpid()
+
+
+def file_identity(path: str) -> tuple:
+    """``(path, st_dev, st_ino, st_size, st_mtime_ns)`` of the file at ``path``: the key of
+    its environment in the cache (``FileNotFoundError`` when it is missing)."""
+    st = os.stat(path)
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _after_fork_in_child() -> None:
@@ -184,28 +249,57 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def open_env(path: str) -> lmdb.Environment:
-    """The read-only environment of shard file ``path`` for this process (opened lazily,
-    ``lock=False``, ``readahead=False``; cached process-wide)."""
-    env = _ENVS.get(path)
+def _replaced(path: str) -> StoreError:
+    return StoreError(f"{path}: the shard file was replaced (re-packed?) since this dataset "
+                      f"was opened; open the dataset again")
+
+
+def open_env(key) -> lmdb.Environment:
+    """The read-only environment of a shard file for this process (opened lazily,
+    ``lock=False``, ``readahead=False``; cached process-wide). ``key``: the file's
+    :func:`file_identity` when the dataset was opened (a bare path: whatever file is there
+    now). :class:`StoreError` when the file at that path is no longer that file."""
+    if isinstance(key, str):
+        try:
+            key = file_identity(key)
+        except OSError as e:
+            raise StoreError(f"{key}: cannot open shard: {e.strerror or e}") from None
+    env = _ENVS.get(key)
     if env is not None and _ENVS_PID == os.getpid():
         return env
+    path = key[0]
     with _ENVS_LOCK:
         if _ENVS_PID != os.getpid():  # a fork made by C code runs no Python at-fork hook
             _after_fork_in_child()
-        env = _ENVS.get(path)
-        if env is None:
-            try:
-                env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
-                                meminit=False, max_readers=2048, max_spare_txns=64)
-            except lmdb.Error as e:
-                raise StoreError(f"{path}: cannot open shard: {e}") from None
-            _ENVS[path] = env
+        env = _ENVS.get(key)
+        if env is not None:
+            return env
+        try:
+            if file_identity(path) != key:
+                raise _replaced(path)
+        except FileNotFoundError:
+            raise StoreError(f"{path}: the shard file is missing") from None
+        for stale in [k for k in _ENVS if k[0] == path]:
+            del _ENVS[stale]  # not closed: see the rules above
+        try:
+            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
+                            meminit=False, max_readers=2048, max_spare_txns=64)
+        except lmdb.Error as e:
+            hint = ("; an environment of this file (changed in place) is still in use in this "
+                    "process: retry when its readers are done" if "already open" in str(e) else "")
+            raise StoreError(f"{path}: cannot open shard: {e}{hint}") from None
+        if file_identity(path) != key:  # replaced while it was being opened
+            env.close()
+            raise _replaced(path)
+        _ENVS[key] = env
         return env
 
 
-def close_env(path: str) -> None:
+def close_env(key) -> None:
+    """Close this process's environment of a shard file (``key``: its identity, or a path:
+    every cached identity of that path). Only when no other thread reads it."""
     with _ENVS_LOCK:
-        env = _ENVS.pop(path, None)
-    if env is not None:
+        keys = [k for k in _ENVS if k == key or k[0] == key]
+        envs = [_ENVS.pop(k) for k in keys]
+    for env in envs:
         env.close()
