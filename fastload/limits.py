@@ -61,6 +61,11 @@ def _from_environment() -> Optional[int]:
 MAX_IMAGE_PIXELS: Optional[int] = _from_environment()
 
 
+#: classes a dataset may have (class ids 0 .. MAX_CLASSES - 1): a YOLO label ``7e9`` without
+#: a class list, or ``nc: 10**12`` in a data.yaml, must not make a list of billions of names
+MAX_CLASSES = 1 << 20
+
+
 class ImageTooLarge(ValueError):
     """An image (or mask) has more pixels than the limit allows; the message names it."""
 

@@ -11,7 +11,8 @@ def _cmd_pack(args) -> int:
     s = pack(args.src, args.out, args.format, shard_size=args.shard_size,
              workers=args.workers, strict=args.strict, overwrite=args.overwrite,
              crowd=args.crowd, progress=not args.quiet, images=args.images,
-             options=parse_options(args.option))
+             options=parse_options(args.option), max_pixels=args.max_pixels,
+             allow_empty=args.allow_empty)
     print(s)
     if s.problems:
         print(f"  {s.problems} problem(s) listed in {Path(s.out) / 'problems.txt'}")
@@ -51,5 +52,13 @@ def add_parser(subparsers) -> None:
                    help="a reader option, repeatable (e.g. -o split=train for yolo, "
                         "-o ignore_labels=crowd,blur for labelme, -o tolerance=0 for masks; "
                         "see docs/formats.md)")
+    p.add_argument("--max-pixels", default=None, metavar="N",
+                   help="pixels one image (or COCO RLE, mask) may have, checked on the header "
+                        "before decoding; larger ones are skipped and counted as "
+                        "too_many_pixels (default: 178956970, or FASTLOAD_MAX_IMAGE_PIXELS; "
+                        "0: no limit)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write the dataset even when no image or not one annotation packs "
+                        "(default: fail, saying what the reader looked for)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)

@@ -98,7 +98,7 @@ def _work_chunk(bounds, state=None):
     for i in range(lo, hi):
         try:
             out.append(prepare_sample(w["samples"][i], i, w["num_classes"], w["root"],
-                                      w["num_keypoints"]))
+                                      w["num_keypoints"], w.get("max_pixels")))
         except MissingDependency:
             raise  # not the sample's fault: pack stops and names the extra to install
         except Exception as e:  # a reader's lazy parsing failed: skip the sample, say why
@@ -130,7 +130,8 @@ def _ordered_map(pool, chunks, window: int, state=None):
 def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] = None,
          strict: bool = False, overwrite: bool = False, crowd: str = "ignore",
          progress: bool = True, images=None, executor: str = "thread",
-         chunk: int = 32, options: Optional[dict] = None) -> PackSummary:
+         chunk: int = 32, options: Optional[dict] = None, max_pixels=None,
+         allow_empty: bool = False) -> PackSummary:
     """Pack the ``format`` dataset at ``src`` into ``out`` (see the module docstring).
 
     ``shard_size``: records per LMDB shard. ``workers``: threads (or processes) for
@@ -141,14 +142,21 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     ``options``: extra keyword options for the format's reader (e.g. labelme
     ``ignore_labels``, VIA ``class_attribute``, YOLO ``split``, masks ``tolerance``; see
     docs/formats.md); an option the reader does not take is refused.
+    ``max_pixels``: pixels one image may have, checked on the header before anything is
+    decoded (``None``: :data:`fastload.limits.MAX_IMAGE_PIXELS`; 0: no limit); a larger
+    image is skipped and counted (``too_many_pixels``), and so is a COCO RLE or mask larger
+    than that.
     ``executor``: ``"thread"`` (default) or ``"process"`` (fork pool). On the shared
     2-core development machine both gave 700-1100 images/s of 640x480 JPEG, within the
     noise of each other; threads avoid pickling every ~60 KB record back to the writer,
     and file reads, libjpeg-turbo header parsing, hashing and the Numba kernel release
     the GIL.
+    ``allow_empty``: write a dataset even when no image, or not one annotation, packs (by
+    default that is a :class:`PackError` saying what the reader looked for: a wrong
+    ``format`` or SRC, or every image missing).
     Returns a :class:`PackSummary`; raises :class:`PackError` (a ``ValueError``) for bad
-    arguments, an existing non-empty OUT without ``overwrite``, or any problem under
-    ``strict``; ``OSError(ENOSPC)`` naming the file when the disk fills up;
+    arguments, an existing non-empty OUT without ``overwrite``, nothing packed, or any
+    problem under ``strict``; ``OSError(ENOSPC)`` naming the file when the disk fills up;
     :class:`fastload.optional.MissingDependency` when the format needs an extra that is
     not installed (scikit-image for mask tracing). On any failure the temp folder is
     removed and OUT is left as it was.
@@ -156,10 +164,12 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     t0 = time.perf_counter()
     src, out = Path(src), Path(out).absolute()
     options = _check_args(src, out, format, crowd, shard_size, overwrite, options)
+    max_pixels = _check_max_pixels(max_pixels)
     out.parent.mkdir(parents=True, exist_ok=True)
     cleanup_leftovers(out)
     try:
-        sds: SourceDataset = read_source(format, src, **{"crowd": crowd, "images": images, **options})
+        sds: SourceDataset = read_source(format, src, **{"crowd": crowd, "images": images,
+                                                         "max_pixels": max_pixels, **options})
     except PackError:
         raise
     except (ValueError, OSError) as e:
@@ -191,7 +201,8 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     try:
         workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
         state = dict(samples=samples, num_classes=len(sds.classes), root=root,
-                     num_keypoints=len(sds.keypoint_names) if sds.keypoint_names else None)
+                     num_keypoints=len(sds.keypoint_names) if sds.keypoint_names else None,
+                     max_pixels=max_pixels)
         pool, results = _start_workers(state, workers, executor, chunk)
         if progress:
             from tqdm import tqdm
@@ -222,6 +233,9 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             pool.shutdown()
             pool = None
 
+        if (summary.images == 0 or summary.instances == 0) and not allow_empty:
+            raise PackError(_nothing_packed(format, src, sds, len(samples), summary.images,
+                                            skipped_img, all_problems))
         summary.shards = len(shards)
         summary.skipped_images = dict(skipped_img)
         summary.skipped_annotations = dict(skipped_ann)
@@ -278,6 +292,36 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         if any(out.iterdir()) and not overwrite:
             raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
     return options
+
+
+def _nothing_packed(format: str, src: Path, sds: SourceDataset, n_samples: int, n_packed: int,
+                    skipped_img: Counter, problems: List[Problem]) -> str:
+    """The one-line message of a pack where no image, or not one annotation, packs."""
+    looked = f" (looked for {sds.searched})" if sds.searched else ""
+    first = next((p for p in problems if p.fatal), None)
+    first = f"; the first problem: {first}" if first is not None else ""
+    if n_samples == 0:
+        found = f"the {format} reader found no image in {src}{looked}{first}"
+    elif n_packed:
+        found = f"{n_packed} images of {src} packed, but not one annotation{looked}{first}"
+    else:
+        reasons = ", ".join(f"{r} {n}" for r, n in skipped_img.most_common())
+        found = f"all {n_samples} images of {src} were skipped{looked}: {reasons}{first}"
+    others = ", ".join(n for n in READERS if n != format)
+    return (f"nothing to pack: {found}. Is --format {format} right (others: {others})? "
+            f"--allow-empty writes an empty dataset")
+
+
+def _check_max_pixels(max_pixels):
+    """The pixel cap as :func:`fastload.limits.check_image_size` takes it: ``None`` (the
+    module's default) or a number (0: no limit); PackError for anything else."""
+    from fastload.limits import parse_max_pixels
+    if max_pixels is None:
+        return None
+    try:
+        return parse_max_pixels(max_pixels, "max_pixels") or 0
+    except ValueError as e:
+        raise PackError(str(e)) from None
 
 
 def _start_workers(state: dict, workers: int, executor: str, chunk: int):
