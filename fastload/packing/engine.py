@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -31,7 +32,8 @@ from typing import Dict, List, Optional
 from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset
 from fastload.optional import MissingDependency
-from fastload.packing.publish import cleanup_leftovers, publish, temp_dir_for
+from fastload.packing.publish import (OutBusy, OutLock, cleanup_leftovers, publish,
+                                      replace_refusal, temp_dir_for)
 from fastload.packing.validate import prepare_sample
 from fastload.store import SHARD_PATTERN, Manifest, ShardEntry, ShardWriter, write_json_atomic
 
@@ -163,10 +165,19 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     """
     t0 = time.perf_counter()
     src, out = Path(src), Path(out).absolute()
-    options = _check_args(src, out, format, crowd, shard_size, overwrite, options)
+    options = _check_args(src, out, format, crowd, shard_size, overwrite, options, images)
     max_pixels = _check_max_pixels(max_pixels)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cleanup_leftovers(out)
+    with _out_lock(out):
+        cleanup_leftovers(out)  # may restore a previous dataset a killed publish left aside
+        _check_out(out, overwrite)
+        return _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd,
+                            progress, images, executor, chunk, options, max_pixels, allow_empty)
+
+
+def _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd, progress,
+                 images, executor, chunk, options, max_pixels, allow_empty) -> PackSummary:
+    """:func:`pack` from reading the source to the publish, with OUT's lock held."""
     try:
         sds: SourceDataset = read_source(format, src, **{"crowd": crowd, "images": images,
                                                          "max_pixels": max_pixels, **options})
@@ -178,6 +189,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     root = sds.root
     if root is None:
         root = src if src.is_dir() else src.parent
+    _check_input_outside(Path(root), out, "the image folder")
 
     all_problems: List[Problem] = []
     summary = PackSummary(out=str(out), format=format)
@@ -245,6 +257,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
         _write_problems(tmp / "problems.txt", f"{format} {src}", all_problems)
         write_json_atomic(tmp / "pack_report.json", asdict(summary))
         _manifest(sds, src, shards, summary).write(tmp)  # the last file written
+        _check_out(out, overwrite)  # OUT may have gained files while packing
         publish(tmp, out)
     except BaseException:
         if bar is not None:
@@ -261,7 +274,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
 
 
 def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
-                overwrite: bool, options: Optional[dict]) -> dict:
+                overwrite: bool, options: Optional[dict], images=None) -> dict:
     """PackError for bad arguments, before anything is read or written; returns the
     reader options."""
     if format not in READERS:
@@ -272,10 +285,9 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         raise PackError(f"shard_size must be >= 1, not {shard_size}")
     if not src.exists():
         raise PackError(f"{src}: no such file or directory")
-    rs, ro = src.resolve(), out.resolve()
-    if rs == ro or ro in rs.parents:
-        raise PackError(f"{out}: OUT is or contains the source {src}; choose another OUT "
-                        f"(--overwrite would delete the source)")
+    _check_input_outside(src, out, "the source")
+    if images is not None:
+        _check_input_outside(Path(images), out, "the image folder")
     options = dict(options or {})
     if options:
         import inspect
@@ -286,12 +298,47 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         if unknown:
             raise PackError(f"the {format} reader takes no option {', '.join(unknown)}; "
                             f"it takes: {', '.join(accepted) or 'none'}")
-    if out.exists():
-        if not out.is_dir():
-            raise PackError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    _check_out(out, overwrite)
     return options
+
+
+def _check_input_outside(path: Path, out: Path, what: str) -> None:
+    """PackError when an input lies in OUT (or is OUT): replacing OUT would delete it."""
+    rp, ro = path.resolve(), out.resolve()
+    if rp == ro or ro in rp.parents:
+        raise PackError(f"{out}: OUT is or contains {what} {path}; choose another OUT "
+                        f"(replacing OUT would delete {what})")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """PackError unless OUT is absent, empty, or (``overwrite``) a fastload dataset holding
+    nothing but what a pack writes (:func:`fastload.packing.publish.replace_refusal`)."""
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir():
+        raise PackError(f"{out}: exists and is not a directory")
+    if any(out.iterdir()):
+        if not overwrite:
+            raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+        why = replace_refusal(out)
+        if why is not None:
+            raise PackError(f"--overwrite refused: {why}")
+
+
+@contextmanager
+def _out_lock(out: Path):
+    """OUT's lock (:class:`fastload.packing.publish.OutLock`) for the block; PackError when
+    another pack holds it."""
+    lock = OutLock(out)
+    try:
+        lock.acquire()
+    except OutBusy:
+        raise PackError(f"{out}: another fastload pack is writing it (lock {lock.path}); wait "
+                        f"for it to finish or choose another OUT") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _nothing_packed(format: str, src: Path, sds: SourceDataset, n_samples: int, n_packed: int,
