@@ -21,8 +21,14 @@ def _cmd_verify(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("verify", help="check checksums and decode every image; "
-                                             "exit code 1 if anything is wrong")
+    p = subparsers.add_parser(
+        "verify", help="check checksums and decode every image; exit code 1 if anything is wrong",
+        description="Check a packed dataset against its manifest: record counts and "
+                    "checksums, each record against its digest (naming a changed record; "
+                    "packs without digests files are checked shard by shard), every record "
+                    "decodes, every image decodes to its recorded size. Each shard is read in "
+                    "a child process, so damaged LMDB pages that crash the reader are "
+                    "reported as a damaged shard. Exit code 1 if anything is wrong.")
     p.add_argument("dataset", help="packed dataset directory (with manifest.json)")
     p.add_argument("--no-decode", action="store_true", help="checksums and records only")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -26,6 +26,18 @@ Mapping:
   from ``left``/``right`` in the names;
 - ``bbox``/``area`` of the JSON are not used: the record's bbox is recomputed from the
   polygons after validation.
+
+Every entry is checked before it is used, and a malformed one is a Problem naming the JSON
+and the entry (docs/bad_input.md has the table): an image that is not an object, has no
+``file_name`` string, an id that is not an integer (ints, integral floats and digit strings
+are ids; NaN, other strings, lists are not) or a non-positive size (``malformed_image``); an
+id listed for two different images (every image of it is skipped: its annotations could
+belong to either) or an image listed twice (the repeat is skipped): ``duplicate_image_id``;
+a malformed category (``malformed_category``, its annotations then ``unknown_category``);
+an annotation that is not an object or has an ``iscrowd`` other than 0/1
+(``malformed_annotation``), ``keypoints`` that are not a list of numbers
+(``bad_keypoints``); an RLE whose ``size`` is not its image's (``rle_size``) or over the
+pixel cap of :mod:`fastload.limits` (``too_many_pixels``) is never decoded.
 """
 from __future__ import annotations
 

@@ -15,6 +15,13 @@ Validation (default: skip and count, every problem listed in ``OUT/problems.txt`
 
 A full disk raises ``OSError(ENOSPC)`` naming the file (LMDB's own disk errors included)
 and, like every failure, removes the temp folder: no OUT is left behind.
+
+OUT (:mod:`fastload.packing.publish`): replaced only when empty or a fastload dataset holding
+nothing else, never when it holds an input; one pack per OUT at a time (a lock file beside
+it); a previous dataset a killed publish left aside is restored by the next pack. A pack
+where no image or not one annotation packs is a :class:`PackError` saying what the reader
+looked for (``allow_empty=True`` writes it). The policy for every kind of bad input:
+docs/bad_input.md.
 """
 from __future__ import annotations
 
