@@ -37,7 +37,8 @@ class Dataset:
     A Dataset reads the shard files that were there when it was opened: each file's
     identity (device, inode, size, mtime) is taken with the manifest. After a re-pack to the
     same folder a new Dataset reads the new shards; this one raises :class:`StoreError`
-    ("open the dataset again") rather than read a new shard under its old manifest (see
+    ("open the dataset again") rather than read a new shard under its old manifest. A shard
+    changed in place (same inode) is the same file, read as it is now (see
     :mod:`fastload.store.shards` for the cache's rules).
 
     Attributes: ``path``, ``manifest`` (:class:`fastload.store.Manifest`), ``classes``,

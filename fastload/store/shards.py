@@ -200,25 +200,24 @@ class ShardWriter:
 # Process-wide cache of open read-only environments.
 #
 # Keyed by the shard file's identity (path, device, inode, size, mtime), taken when a
-# Dataset is opened, not by its path: `fastload pack --overwrite` puts new files at the same
-# paths, and a Dataset opened after it must read the new files (a path key handed it the
-# old shard's environment under the new manifest). The rules:
+# Dataset reads its manifest, not by its path: `fastload pack --overwrite` puts new files at
+# the same paths, and a Dataset opened after it must read the new files (a path key handed
+# it the old shard's environment under the new manifest). The rules:
 #
-# - A Dataset asks for the identity it saw when it read its manifest. The file at the path
-#   is checked against it when the environment is opened; a file replaced since is a
-#   StoreError ("open the dataset again"), never the new shard under the old manifest.
-# - Opening a new identity of a path drops the entries of the old identities of that path
-#   from the cache (they are stale: their files were replaced). Dropping never closes an
-#   environment: a reader in another thread may be inside a transaction of it, and closing
-#   unmaps its pages (a crash). The environment closes itself when its last transaction
-#   ends (py-lmdb transactions hold their environment). A Dataset opened before the re-pack
-#   that reads after that gets the StoreError above.
-# - Only Dataset.close() (close_env) closes an environment explicitly: never call it while
-#   another thread reads that dataset.
-# - py-lmdb refuses to open one file (device, inode) twice in a process. A new pack writes
-#   new files (new inodes), so the old environment may live on beside the new one; a shard
-#   rewritten in place while a transaction of its old environment is still open cannot be
-#   re-opened until that transaction ends (a StoreError saying so).
+# - A file *replaced* at its path (another device or inode: a re-pack, an rsync) is another
+#   file. A Dataset that saw the old one raises StoreError ("open the dataset again") rather
+#   than read the new shard under its old manifest. Opening the new one drops the old
+#   identities of that path from the cache.
+# - A file *changed in place* (same device and inode, new size or mtime: an LMDB write, a
+#   copy over it) is the same file: py-lmdb refuses to open one inode twice in a process,
+#   and LMDB reads the file's current state at each transaction. Its environment is kept
+#   (or opened) and cached under both identities; damage it brings is found by reading
+#   (a RecordError naming the record) or by `fastload verify`.
+# - Dropping an entry never closes its environment: a reader in another thread may be
+#   inside a transaction of it, and closing unmaps its pages (a crash). The environment
+#   closes itself when its last transaction ends (py-lmdb transactions hold their
+#   environment). Only Dataset.close() (close_env) closes one explicitly: never call it
+#   while another thread reads that dataset.
 # - After a fork the child closes the handles it inherited (its own copies: the parent's
 #   stay valid) and opens its own on first use, so no environment is used across a fork.
 _ENVS: Dict[tuple, lmdb.Environment] = {}
@@ -258,7 +257,8 @@ def open_env(key) -> lmdb.Environment:
     """The read-only environment of a shard file for this process (opened lazily,
     ``lock=False``, ``readahead=False``; cached process-wide). ``key``: the file's
     :func:`file_identity` when the dataset was opened (a bare path: whatever file is there
-    now). :class:`StoreError` when the file at that path is no longer that file."""
+    now). :class:`StoreError` when another file has replaced it at its path (see the rules
+    above)."""
     if isinstance(key, str):
         try:
             key = file_identity(key)
@@ -274,32 +274,44 @@ def open_env(key) -> lmdb.Environment:
         env = _ENVS.get(key)
         if env is not None:
             return env
-        try:
-            if file_identity(path) != key:
+        now = _current(path, key)
+        for k in [k for k in _ENVS if k[0] == path and k[1:3] != now[1:3]]:
+            del _ENVS[k]  # a replaced file: dropped, not closed (see the rules above)
+        env = next((e for k, e in _ENVS.items() if k[0] == path), None)  # same file
+        if env is None:
+            try:
+                env = lmdb.open(path, subdir=False, readonly=True, lock=False,
+                                readahead=False, meminit=False, max_readers=2048,
+                                max_spare_txns=64)
+            except lmdb.Error as e:
+                raise StoreError(f"{path}: cannot open shard: {e}") from None
+            if _current(path, key)[1:3] != now[1:3]:  # replaced while it was being opened
+                env.close()
                 raise _replaced(path)
-        except FileNotFoundError:
-            raise StoreError(f"{path}: the shard file is missing") from None
-        for stale in [k for k in _ENVS if k[0] == path]:
-            del _ENVS[stale]  # not closed: see the rules above
-        try:
-            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
-                            meminit=False, max_readers=2048, max_spare_txns=64)
-        except lmdb.Error as e:
-            hint = ("; an environment of this file (changed in place) is still in use in this "
-                    "process: retry when its readers are done" if "already open" in str(e) else "")
-            raise StoreError(f"{path}: cannot open shard: {e}{hint}") from None
-        if file_identity(path) != key:  # replaced while it was being opened
-            env.close()
-            raise _replaced(path)
-        _ENVS[key] = env
+        _ENVS[key] = _ENVS[now] = env
         return env
 
 
+def _current(path: str, key: tuple) -> tuple:
+    """The identity of the file at ``path`` now; StoreError when it is missing or is not
+    the file of ``key`` (another device or inode)."""
+    try:
+        now = file_identity(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: the shard file is missing") from None
+    if now[1:3] != key[1:3]:
+        raise _replaced(path)
+    return now
+
+
 def close_env(key) -> None:
-    """Close this process's environment of a shard file (``key``: its identity, or a path:
-    every cached identity of that path). Only when no other thread reads it."""
+    """Close this process's environment of a shard file (``key``: one of its identities, or
+    a path: every cached identity of that path). Only when no other thread reads it."""
+    path = key if isinstance(key, str) else key[0]
     with _ENVS_LOCK:
-        keys = [k for k in _ENVS if k == key or k[0] == key]
-        envs = [_ENVS.pop(k) for k in keys]
-    for env in envs:
+        envs = {id(e): e for k, e in list(_ENVS.items()) if k[0] == path
+                and (k == key or isinstance(key, str) or k[1:3] == key[1:3])}
+        for k in [k for k, e in _ENVS.items() if id(e) in envs]:
+            del _ENVS[k]
+    for env in envs.values():
         env.close()

@@ -87,3 +87,23 @@ def test_a_reader_thread_survives_a_repack(two_sources, tmp_path):
         stop.set()
         t.join()
     assert seen["wrong"] == 0 and seen["ok"] > 0 and seen["refused"] > 0
+
+
+def test_a_shard_changed_in_place_is_the_same_file(two_sources, tmp_path):
+    """An LMDB write into a shard (same device and inode, new size and mtime): the Dataset
+    opened before reads the file as it is now (py-lmdb cannot open one inode twice, and
+    LMDB reads the current state), and so does a new one, through one environment."""
+    import lmdb
+
+    from fastload.store import encode_key
+    a, _ = two_sources
+    out = tmp_path / "out"
+    _pack(a, out)
+    old = Dataset(out)
+    shard = out / "shard-00000.lmdb"
+    env = lmdb.open(str(shard), subdir=False, lock=False, map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        txn.put(encode_key(1), b"changed")
+    env.close()
+    assert old.get_raw(1) == b"changed" == Dataset(out).get_raw(1)
+    assert len({id(e) for k, e in shards._ENVS.items() if k[0] == str(shard.resolve())}) == 1
