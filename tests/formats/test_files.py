@@ -70,3 +70,15 @@ def test_inside_root_resolves_dots_and_symlinks(tmp_path):
     link_root = tmp_path / "nas"
     os.symlink(root, link_root)  # a symlinked root folder is fine
     assert inside_root(link_root / "sub" / "x.jpg", link_root) == "sub/x.jpg"
+
+
+def test_resolve_agrees_with_realpath(tmp_path):
+    from fastload.formats.files import resolve
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("d", tmp_path / "ld")
+    os.symlink(tmp_path / "ld" / "f", tmp_path / "lf")
+    os.symlink("/dev/zero", tmp_path / "z")
+    for p in ("d/f", "ld/f", "lf", "d/../d/f", "fifo", "z", "absent", "ld/absent", "d", "."):
+        assert resolve(tmp_path / p) == os.path.realpath(tmp_path / p), p
