@@ -64,6 +64,21 @@ class Dataset:
     # environments live in the process-wide cache of fastload.store.shards, never in the
     # object, so pickling (spawn workers) carries none
 
+    def __setstate__(self, state):
+        """Unpickled (a spawn worker, another host sharing the folder): a shard file that is
+        still the one pickled (same inode, size and mtime) takes this machine's identity of
+        it (the device number is per machine); any other keeps the pickled key, and reading
+        it says the file was replaced."""
+        self.__dict__.update(state)
+        keys = []
+        for key in self._shard_keys:
+            if isinstance(key, tuple):
+                now = _identity_or_path(key[0])
+                if isinstance(now, tuple) and now[2:] == key[2:]:
+                    key = now
+            keys.append(key)
+        self._shard_keys = keys
+
     def __len__(self) -> int:
         return self._len
 

@@ -108,3 +108,19 @@ def test_a_shard_changed_in_place_is_the_same_file(two_sources, tmp_path):
     env.close()
     assert old.get_raw(1) == b"changed" == Dataset(out).get_raw(1)
     assert len({id(e) for k, e in shards._ENVS.items() if k[0] == str(shard.resolve())}) == 1
+
+
+def test_a_pickled_dataset_takes_this_machines_identity_of_the_same_files(two_sources, tmp_path):
+    """Another host sees the same files (inode, size, mtime) under its own device number:
+    an unpickled Dataset reads them; one whose files were replaced meanwhile refuses."""
+    import pickle
+    a, b = two_sources
+    out = tmp_path / "out"
+    _pack(a, out)
+    ds = Dataset(out)
+    ds._shard_keys = [(k[0], k[1] + 1, *k[2:]) for k in ds._shard_keys]  # another st_dev
+    blob = pickle.dumps(ds)
+    assert pickle.loads(blob).get_raw(0) == Dataset(out).get_raw(0)
+    _pack(b, out, overwrite=True)
+    with pytest.raises(StoreError, match="replaced"):
+        pickle.loads(blob).get_raw(0)
