@@ -176,8 +176,14 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     max_pixels = _check_max_pixels(max_pixels)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _out_lock(out):
-        cleanup_leftovers(out)  # may restore a previous dataset a killed publish left aside
-        _check_out(out, overwrite)
+        restored = cleanup_leftovers(out)  # may restore a dataset a killed publish left aside
+        try:
+            _check_out(out, overwrite)
+        except PackError as e:
+            if restored:
+                raise PackError(f"{e} ({'; '.join(restored)}: a pack was killed while "
+                                f"replacing it)") from None
+            raise
         return _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd,
                             progress, images, executor, chunk, options, max_pixels, allow_empty)
 

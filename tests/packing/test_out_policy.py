@@ -131,7 +131,8 @@ def test_a_kill_between_the_renames_of_publish_loses_nothing(src, tmp_path):
     assert len(list(tmp_path.glob(".out.fastload-tmp-*"))) == 1
     with pytest.raises(StoreError, match="killed while replacing it"):
         Dataset(out)
-    with pytest.raises(PackError, match="not empty"):  # restored, so protected again
+    with pytest.raises(PackError, match="not empty.*restored the previous dataset from "
+                                        r"\.out\.fastload-old-"):  # restored: protected again
         _pack(tmp_path / "src2", out)
     assert [Dataset(out).get_raw(i) for i in range(4)] == before
     assert not list(tmp_path.glob(".out.fastload-*"))
