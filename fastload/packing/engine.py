@@ -39,8 +39,8 @@ from typing import Dict, List, Optional
 from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset
 from fastload.optional import MissingDependency
-from fastload.packing.publish import (OutBusy, OutLock, cleanup_leftovers, publish,
-                                      replace_refusal, temp_dir_for)
+from fastload.packing.publish import (OutBusy, OutLock, cleanup_leftovers, input_refusal,
+                                      out_refusal, publish, temp_dir_for)
 from fastload.packing.validate import prepare_sample
 from fastload.store import SHARD_PATTERN, Manifest, ShardEntry, ShardWriter, write_json_atomic
 
@@ -177,13 +177,10 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     out.parent.mkdir(parents=True, exist_ok=True)
     with _out_lock(out):
         restored = cleanup_leftovers(out)  # may restore a dataset a killed publish left aside
-        try:
-            _check_out(out, overwrite)
-        except PackError as e:
-            if restored:
-                raise PackError(f"{e} ({'; '.join(restored)}: a pack was killed while "
-                                f"replacing it)") from None
-            raise
+        why = out_refusal(out, overwrite)
+        if why is not None and restored:
+            why += f" ({'; '.join(restored)}: a pack was killed while replacing it)"
+        _refuse(why)
         return _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd,
                             progress, images, executor, chunk, options, max_pixels, allow_empty)
 
@@ -202,7 +199,7 @@ def _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, c
     root = sds.root
     if root is None:
         root = src if src.is_dir() else src.parent
-    _check_input_outside(Path(root), out, "the image folder")
+    _refuse(input_refusal(Path(root), out, "the image folder"))
 
     all_problems: List[Problem] = []
     summary = PackSummary(out=str(out), format=format)
@@ -270,7 +267,7 @@ def _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, c
         _write_problems(tmp / "problems.txt", f"{format} {src}", all_problems)
         write_json_atomic(tmp / "pack_report.json", asdict(summary))
         _manifest(sds, src, shards, summary).write(tmp)  # the last file written
-        _check_out(out, overwrite)  # OUT may have gained files while packing
+        _refuse(out_refusal(out, overwrite))  # OUT may have gained files while packing
         publish(tmp, out)
     except BaseException:
         if bar is not None:
@@ -298,9 +295,9 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         raise PackError(f"shard_size must be >= 1, not {shard_size}")
     if not src.exists():
         raise PackError(f"{src}: no such file or directory")
-    _check_input_outside(src, out, "the source")
+    _refuse(input_refusal(src, out, "the source"))
     if images is not None:
-        _check_input_outside(Path(images), out, "the image folder")
+        _refuse(input_refusal(Path(images), out, "the image folder"))
     options = dict(options or {})
     if options:
         import inspect
@@ -311,31 +308,14 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         if unknown:
             raise PackError(f"the {format} reader takes no option {', '.join(unknown)}; "
                             f"it takes: {', '.join(accepted) or 'none'}")
-    _check_out(out, overwrite)
+    _refuse(out_refusal(out, overwrite))
     return options
 
 
-def _check_input_outside(path: Path, out: Path, what: str) -> None:
-    """PackError when an input lies in OUT (or is OUT): replacing OUT would delete it."""
-    rp, ro = path.resolve(), out.resolve()
-    if rp == ro or ro in rp.parents:
-        raise PackError(f"{out}: OUT is or contains {what} {path}; choose another OUT "
-                        f"(replacing OUT would delete {what})")
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """PackError unless OUT is absent, empty, or (``overwrite``) a fastload dataset holding
-    nothing but what a pack writes (:func:`fastload.packing.publish.replace_refusal`)."""
-    if not os.path.lexists(out):
-        return
-    if not out.is_dir():
-        raise PackError(f"{out}: exists and is not a directory")
-    if any(out.iterdir()):
-        if not overwrite:
-            raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
-        why = replace_refusal(out)
-        if why is not None:
-            raise PackError(f"--overwrite refused: {why}")
+def _refuse(why: Optional[str]) -> None:
+    """PackError saying ``why`` (an OUT or input refusal of :mod:`fastload.packing.publish`)."""
+    if why is not None:
+        raise PackError(why)
 
 
 @contextmanager

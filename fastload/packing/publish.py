@@ -97,6 +97,31 @@ class OutLock:
         self.release()
 
 
+def out_refusal(out: Path, overwrite: bool) -> Optional[str]:
+    """Why a pack must not write to ``out``, or None: OUT is absent, empty, or (``overwrite``)
+    a fastload dataset holding nothing but what a pack writes (:func:`replace_refusal`)."""
+    if not os.path.lexists(out):
+        return None
+    if not out.is_dir():
+        return f"{out}: exists and is not a directory"
+    if not any(out.iterdir()):
+        return None
+    if not overwrite:
+        return f"{out}: exists and is not empty; pass --overwrite to replace it"
+    why = replace_refusal(out)
+    return None if why is None else f"--overwrite refused: {why}"
+
+
+def input_refusal(path: Path, out: Path, what: str) -> Optional[str]:
+    """Why ``path``, an input of the pack, forbids OUT ``out`` (it is OUT or lies in it:
+    replacing OUT would delete it), or None."""
+    rp, ro = Path(path).resolve(), Path(out).resolve()
+    if rp == ro or ro in rp.parents:
+        return (f"{out}: OUT is or contains {what} {path}; choose another OUT (replacing OUT "
+                f"would delete {what})")
+    return None
+
+
 def replace_refusal(out: Path) -> Optional[str]:
     """Why the existing folder ``out`` must not be replaced, or None when it may be: it is
     empty, or a fastload dataset (a ``manifest.json``) holding only what a pack writes."""
