@@ -9,7 +9,11 @@ import time
 def _cmd_verify(args) -> int:
     from fastload.store import Manifest, verify
     t0 = time.perf_counter()
-    problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet)
+    notes: list = []
+    problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet,
+                      notes=notes)
+    for note in notes:
+        print(f"verify: note: {note}", file=sys.stderr)
     for p in problems:
         print(p)
     n = Manifest.load(args.dataset, check_files=False).num_records

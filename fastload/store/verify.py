@@ -28,8 +28,13 @@ from fastload.store.shards import ShardHash, decode_key, read_digests, record_di
 MAX_SHARD_PROBLEMS = 200
 
 
+class Note(str):
+    """A line that says how a shard was checked, not what is wrong with it (a missing digests
+    file: the shard is checked as a whole)."""
+
+
 def verify(path, decode_images: bool = True, progress: bool = False,
-           stall_s: float = 600.0) -> List[str]:
+           stall_s: float = 600.0, notes: Optional[list] = None) -> List[str]:
     """Check a packed dataset: per shard, the record count, byte count and blake2b
     of the values in key order against the manifest; each record against its digest in
     the shard's digests file (naming a changed record; packs without digests files are
@@ -39,9 +44,15 @@ def verify(path, decode_images: bool = True, progress: bool = False,
     for ``stall_s`` seconds is reported as damaged.
 
     Returns a list of problem strings (empty when everything is fine); records are
-    named by global index, id and file name.
+    named by global index, id and file name. ``notes``: a list that receives the lines that
+    say how shards were checked without anything being wrong (a pack without digests files,
+    a digests file missing from a copy: checked as a whole).
     """
     ds = Dataset(path, check_files=False)
+    notes = [] if notes is None else notes
+    if any(s.digests is None for s in ds.manifest.shards):
+        notes.append("this pack has no per-record digests (made by an older fastload): its "
+                     "shards are checked as a whole")
     file_problems = ds.manifest.file_problems(ds.path)
     problems: List[str] = [p.message for p in file_problems]
     unsafe = {p.file for p in file_problems}
@@ -52,7 +63,8 @@ def verify(path, decode_images: bool = True, progress: bool = False,
     try:
         for s, entry in enumerate(ds.manifest.shards):
             if entry.file not in unsafe:
-                problems += _verify_shard_in_child(ds, s, entry, decode_images, bar, stall_s)
+                for line in _verify_shard_in_child(ds, s, entry, decode_images, bar, stall_s):
+                    (notes if isinstance(line, Note) else problems).append(str(line))
     finally:
         if bar is not None:
             bar.close()
@@ -81,6 +93,8 @@ def _verify_shard_in_child(ds: Dataset, s: int, entry: ShardEntry, decode_images
                     break
                 if msg.get("done"):
                     finished = True
+                elif "note" in msg:
+                    problems.append(Note(msg["note"]))
                 else:
                     problems.append(msg["problem"])
             now, upto = time.monotonic(), done_upto.value
@@ -128,6 +142,9 @@ def _child(ds: Dataset, s: int, entry: ShardEntry, decode_images: bool, done_upt
     try:
         n = 0
         for text in _shard_problems(ds, s, entry, decode_images, done_upto):
+            if isinstance(text, Note):
+                send({"note": str(text)})
+                continue
             n += 1
             if n <= MAX_SHARD_PROBLEMS:
                 send({"problem": text})
@@ -159,13 +176,18 @@ def _image_problem(rec: Record) -> Optional[str]:
 
 def _digests(ds: Dataset, entry: ShardEntry):
     """``(digests or None, problem or None)``: the shard's per-record digests when its
-    digests file is there and matches the manifest's checksum."""
+    digests file is there and matches the manifest's checksum. A missing or unreadable file
+    is a :class:`Note` (nothing is wrong with the data: a copy without it), a damaged one a
+    problem."""
     if entry.digests is None:
         return None, None
     try:
         digests = read_digests(ds.path / entry.digests, entry.count)
-    except (OSError, ValueError) as e:
-        return None, (f"{entry.digests}: cannot use the digests file ({e}); {entry.file} is "
+    except OSError as e:
+        return None, Note(f"{entry.digests}: cannot read the digests file ({e.strerror or e}); "
+                          f"{entry.file} is checked as a whole")
+    except ValueError as e:
+        return None, (f"{entry.digests}: the digests file is damaged ({e}); {entry.file} is "
                       f"checked as a whole")
     h = ShardHash()
     for d in digests:
@@ -178,9 +200,9 @@ def _digests(ds: Dataset, entry: ShardEntry):
 
 def _shard_problems(ds: Dataset, s: int, entry: ShardEntry, decode_images: bool,
                     done_upto) -> Iterator[str]:
-    digests, note = _digests(ds, entry)
-    if note is not None:
-        yield note
+    digests, said = _digests(ds, entry)
+    if said is not None:
+        yield said
     h = ShardHash()
     n = nbytes = changed = 0
     expect_j = 0
@@ -223,10 +245,11 @@ def _shard_problems(ds: Dataset, s: int, entry: ShardEntry, decode_images: bool,
         yield f"{entry.file}: {nbytes} bytes of records, the manifest says {entry.bytes}"
     if h.hexdigest() != entry.blake2b:
         why = ""
-        if entry.digests is None:
-            why = (" (this pack has no per-record digests, made by an older fastload: verify "
-                   "can only check the shard as a whole)")
-        elif digests is not None and not changed:
+        if digests is None:
+            why = (" (no per-record digests to compare with" + (
+                ": this pack was made by an older fastload; verify can only check the shard "
+                "as a whole)" if entry.digests is None else ")"))
+        elif not changed:
             why = " (every record matches its digest: records are missing or reordered)"
         yield (f"{entry.file}: checksum mismatch (the blake2b of the records in key order "
                f"differs from the manifest){why}")

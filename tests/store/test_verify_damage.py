@@ -78,26 +78,39 @@ def test_old_packs_without_digests_are_checked_as_a_whole(copy):
     for s in m["shards"]:
         (copy / s.pop("digests")).unlink()
     (copy / MANIFEST_NAME).write_text(json.dumps(m))
-    assert verify(copy) == []
+    notes = []
+    assert verify(copy, notes=notes) == []
+    assert notes == ["this pack has no per-record digests (made by an older fastload): its "
+                     "shards are checked as a whole"]
     raw = bytearray(Dataset(copy).get_raw(12))
     raw[-1] ^= 0x01
     _put(copy, "shard-00002.lmdb", 2, bytes(raw))
     problems = verify(copy, decode_images=False)
     assert problems == ["shard-00002.lmdb: checksum mismatch (the blake2b of the records in key "
-                        "order differs from the manifest) (this pack has no per-record digests, "
-                        "made by an older fastload: verify can only check the shard as a whole)"]
+                        "order differs from the manifest) (no per-record digests to compare "
+                        "with: this pack was made by an older fastload; verify can only check "
+                        "the shard as a whole)"]
 
 
-def test_a_missing_or_damaged_digests_file_is_said_and_the_shard_still_checked(copy):
+def test_a_missing_or_damaged_digests_file_is_said_and_the_shard_still_checked(copy, capsys):
+    """A copy without a digests file: a note, the data is fine (exit 0); a damaged digests
+    file: a problem."""
     (copy / "shard-00001.digests").unlink()
+    notes = []
+    assert verify(copy, notes=notes) == []
+    assert notes == ["shard-00001.digests: cannot read the digests file (No such file or "
+                     "directory); shard-00001.lmdb is checked as a whole"]
+    assert cli_main(["verify", "-q", str(copy)]) == 0
+    assert "verify: note: shard-00001.digests: cannot read" in capsys.readouterr().err
     d = copy / "shard-00003.digests"
     d.write_bytes(bytes(16) + d.read_bytes()[16:])
+    (copy / "shard-00004.digests").write_bytes(b"short")
     problems = verify(copy)
-    assert len(problems) == 2
-    assert problems[0].startswith("shard-00001.digests: cannot use the digests file")
-    assert problems[0].endswith("shard-00001.lmdb is checked as a whole")
-    assert problems[1] == ("shard-00003.digests: the digests file does not match the manifest "
-                           "(it is damaged); shard-00003.lmdb is checked as a whole")
+    assert problems == [
+        "shard-00003.digests: the digests file does not match the manifest (it is damaged); "
+        "shard-00003.lmdb is checked as a whole",
+        f"shard-00004.digests: the digests file is damaged ({copy / 'shard-00004.digests'}: 5 "
+        f"bytes, expected 3 digests of 16 bytes); shard-00004.lmdb is checked as a whole"]
 
 
 @pytest.mark.parametrize("field, value", [("v", "1"), ("v", None), ("v", [1]), ("v", 1.5),
