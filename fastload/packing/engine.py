@@ -39,8 +39,8 @@ from typing import Dict, List, Optional
 from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset
 from fastload.optional import MissingDependency
-from fastload.packing.publish import (OutBusy, OutLock, cleanup_leftovers, input_refusal,
-                                      out_refusal, publish, temp_dir_for)
+from fastload.packing.publish import (OutBusy, OutLock, input_refusal, out_refusal,
+                                      prepare_out, publish, temp_dir_for)
 from fastload.packing.validate import prepare_sample
 from fastload.store import SHARD_PATTERN, Manifest, ShardEntry, ShardWriter, write_json_atomic
 
@@ -176,11 +176,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     max_pixels = _check_max_pixels(max_pixels)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _out_lock(out):
-        restored = cleanup_leftovers(out)  # may restore a dataset a killed publish left aside
-        why = out_refusal(out, overwrite)
-        if why is not None and restored:
-            why += f" ({'; '.join(restored)}: a pack was killed while replacing it)"
-        _refuse(why)
+        _refuse(prepare_out(out, overwrite))  # may restore what a killed publish left aside
         return _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd,
                             progress, images, executor, chunk, options, max_pixels, allow_empty)
 

@@ -112,6 +112,18 @@ def out_refusal(out: Path, overwrite: bool) -> Optional[str]:
     return None if why is None else f"--overwrite refused: {why}"
 
 
+def prepare_out(out: Path, overwrite: bool) -> Optional[str]:
+    """At the start of a pack (OUT's lock held): clean up after earlier packs
+    (:func:`cleanup_leftovers`, which may restore a dataset a killed publish left aside),
+    then say why the pack must not write to OUT (:func:`out_refusal`, naming a restore), or
+    None."""
+    restored = cleanup_leftovers(out)
+    why = out_refusal(out, overwrite)
+    if why is not None and restored:
+        why += f" ({'; '.join(restored)}: a pack was killed while replacing it)"
+    return why
+
+
 def input_refusal(path: Path, out: Path, what: str) -> Optional[str]:
     """Why ``path``, an input of the pack, forbids OUT ``out`` (it is OUT or lies in it:
     replacing OUT would delete it), or None."""
