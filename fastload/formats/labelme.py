@@ -29,7 +29,12 @@ Policies (see docs/formats.md):
   outside the image root gets a fatal Problem ``path_escapes_root`` (``image_path`` is
   still set to the resolved path).
 - A file that is not valid JSON or has no ``shapes`` list is a dataset-level fatal
-  Problem (``malformed_json`` / ``not_labelme``); that file yields no sample.
+  Problem (``malformed_json`` / ``not_labelme``); that file yields no sample. So is a JSON
+  that is not a regular file (``special_file``) or a symlink leading out of SRC
+  (``path_escapes_root``).
+- A shape with a ``label`` that is not a string, a ``group_id`` that is not an integer or
+  null (a list, an object), a ``shape_type`` that is not a string, or malformed ``points``
+  is skipped (``malformed_shape``).
 
 Coordinates: labelme draws on the Qt canvas in continuous image coordinates (the
 top-left corner of the image is (0, 0)), which is fastload's convention (DESIGN.md):

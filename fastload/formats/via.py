@@ -25,7 +25,9 @@ Policies (see docs/formats.md):
 - Images: ``images=`` folder (default: the JSON's folder); ``filename`` is relative to it.
   A filename that is a URL or escapes the folder gets a fatal Problem.
 - Entries are sorted by filename; a second entry for the same filename is merged into
-  the first (VIA 1.x keys entries by filename + size).
+  the first (VIA 1.x keys entries by filename + size). An entry that is not an object or
+  has no ``filename`` string is skipped (``malformed_entry``); a class value that is not a
+  string, a number or a checkbox is ``malformed_region``.
 
 Coordinates: VIA stores image-pixel coordinates of its canvas (continuous, top-left
 corner (0, 0), often rounded to integers by VIA 2); taken as they are, no shift.

@@ -23,8 +23,14 @@ Policies (see docs/formats.md):
   rotated picture, while fastload stores the bytes as they are.
 - An image without a label file (or with an empty one) has no instances (normal in YOLO).
   A label file without an image is a dataset-level fatal Problem ``orphan_label``.
-- Bad lines (not numbers, odd coordinate count, fewer than 3 points, class id not in the
-  names) are Problems naming the label file and line number; the line is dropped.
+- Bad lines (not numbers, a class that is not a non-negative integer such as ``nan`` or
+  ``inf``, odd coordinate count, fewer than 3 points, class id not in the names or, without
+  names, over :data:`fastload.limits.MAX_CLASSES` - 1) are Problems naming the label file and
+  line number; the line is dropped.
+- Files stay inside the root (:mod:`fastload.formats.files`): an image or label file that is
+  a symlink leading out of it is ``path_escapes_root``, a label file that is a FIFO or a
+  device ``special_file``; a data.yaml ``path:`` leading out of the YAML's folder is a
+  ``ValueError``.
 - ``split=``: only images whose path (relative to the root) has that folder name.
 - Samples are sorted by image path relative to the root (which is their ``file_name``).
 
