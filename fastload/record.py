@@ -161,11 +161,14 @@ class Record:
             m = msgpack.unpackb(buf, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several types
             raise RecordError(f"record is not valid msgpack: {e}") from None
-        if not isinstance(m, dict) or not isinstance(m.get("v"), int):
-            raise RecordError("record has no version field")
+        if not isinstance(m, dict) or not isinstance(m.get("v"), int) or isinstance(m["v"], bool):
+            raise RecordError("record has no version field (an integer)")
         if m["v"] > RECORD_VERSION:
             raise RecordError(f"record version {m['v']} is newer than this fastload supports "
                               f"({RECORD_VERSION}); upgrade fastload")
+        why = _scalar_problem(m)
+        if why is not None:
+            raise RecordError(f"record fields are malformed: {why}")
         try:
             n_inst = len(m["lab"]) // 4
             kps = None
@@ -188,6 +191,28 @@ class Record:
         if why is not None:
             raise RecordError(f"record {rec.id} ({rec.file_name}): {why}")
         return rec
+
+
+#: the scalar fields of a record and the types they must have
+_SCALARS = (("id", int), ("file", str), ("fmt", str), ("h", int), ("w", int), ("img", bytes))
+_INT64 = 1 << 63
+
+
+def _scalar_problem(m: dict) -> Optional[str]:
+    """Why the record's scalar fields are not what :meth:`Record.encode` writes, or None:
+    a record whose height is a string, or ``nk`` negative, must never reach a decoder."""
+    for key, typ in _SCALARS:
+        v = m.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool):
+            return f"{key!r} is {type(v).__name__}, not {typ.__name__}"
+    if not -_INT64 <= m["id"] < _INT64:
+        return f"id {m['id']} is outside int64"
+    if not (0 < m["h"] < 1 << 31 and 0 < m["w"] < 1 << 31):
+        return f"image size {m['w']}x{m['h']} is not two positive int32"
+    if "kps" in m and (not isinstance(m.get("nk"), int) or isinstance(m["nk"], bool)
+                       or m["nk"] < 0):
+        return f"keypoint count 'nk' {m.get('nk')!r} is not a non-negative integer"
+    return None
 
 
 def _layout_problem(rec: Record) -> Optional[str]:

@@ -95,3 +95,23 @@ def test_version_must_be_a_number(rng):
     m["v"] = "1"
     with pytest.raises(RecordError, match="version"):
         Record.decode(msgpack.packb(m, use_bin_type=True))
+
+
+@pytest.mark.parametrize("field, value", [("id", "77"), ("id", 2 ** 64 - 1), ("file", 7),
+                                          ("fmt", None), ("h", "64"), ("h", 0), ("w", -3),
+                                          ("w", 2 ** 40), ("img", "text"), ("h", True)])
+def test_scalar_fields_of_the_wrong_type_refused(rng, field, value):
+    """A record whose height is the string '64' would reach a decoder or a kernel."""
+    rec, _ = _record(rng)
+    m = msgpack.unpackb(rec.encode(), raw=False)
+    m[field] = value
+    with pytest.raises(RecordError, match="malformed"):
+        Record.decode(msgpack.packb(m, use_bin_type=True))
+
+
+def test_negative_keypoint_count_refused(rng):
+    rec, _ = _record(rng)
+    m = msgpack.unpackb(rec.encode(), raw=False)
+    m["kps"], m["nk"] = b"", -1  # reshape(n, -1, 3) would accept it
+    with pytest.raises(RecordError, match="nk"):
+        Record.decode(msgpack.packb(m, use_bin_type=True))

@@ -9,7 +9,11 @@ import time
 def _cmd_verify(args) -> int:
     from fastload.store import Manifest, verify
     t0 = time.perf_counter()
-    problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet)
+    notes: list = []
+    problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet,
+                      notes=notes)
+    for note in notes:
+        print(f"verify: note: {note}", file=sys.stderr)
     for p in problems:
         print(p)
     n = Manifest.load(args.dataset, check_files=False).num_records
@@ -21,8 +25,14 @@ def _cmd_verify(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("verify", help="check checksums and decode every image; "
-                                             "exit code 1 if anything is wrong")
+    p = subparsers.add_parser(
+        "verify", help="check checksums and decode every image; exit code 1 if anything is wrong",
+        description="Check a packed dataset against its manifest: record counts and "
+                    "checksums, each record against its digest (naming a changed record; "
+                    "packs without digests files are checked shard by shard), every record "
+                    "decodes, every image decodes to its recorded size. Each shard is read in "
+                    "a child process, so damaged LMDB pages that crash the reader are "
+                    "reported as a damaged shard. Exit code 1 if anything is wrong.")
     p.add_argument("dataset", help="packed dataset directory (with manifest.json)")
     p.add_argument("--no-decode", action="store_true", help="checksums and records only")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -5,12 +5,16 @@ Nothing here validates geometry: the pack pipeline does that centrally.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fastload.limits import MAX_CLASSES
+
 from .base import Problem, SourceInstance, SourceSample
+from .files import read_regular_text
 
 ClassesArg = Union[None, str, os.PathLike, Sequence[str]]
 
@@ -60,10 +64,14 @@ def as_bool(v, what: str) -> bool:
 def read_names_file(path: Path) -> List[str]:
     """One class name per line (``classes.txt``, darknet ``*.names``, labelme ``labels.txt``)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read class names: {e}") from None
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"{path}: {len(names)} class names, more than fastload takes "
+                         f"({MAX_CLASSES})")
+    return names
 
 
 def yaml_names(path: Path) -> List[str]:
@@ -73,40 +81,64 @@ def yaml_names(path: Path) -> List[str]:
     """
     import yaml
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_regular_text(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: cannot parse YAML: {e}") from None
     if not isinstance(data, dict) or "names" not in data:
         raise ValueError(f"{path}: no 'names:' key")
     names = data["names"]
     nc = data.get("nc")
+    if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int)
+                           or not 0 <= nc <= MAX_CLASSES):
+        raise ValueError(f"{path}: 'nc:' must be a class count from 0 to {MAX_CLASSES}, "
+                         f"got {nc!r}")
     if isinstance(names, dict):
-        try:
-            ids = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: 'names:' keys must be integer class ids") from None
-        if any(k < 0 for k in ids):
-            raise ValueError(f"{path}: negative class id in 'names:'")
-        n = max(ids, default=-1) + 1
-        if isinstance(nc, int):
-            n = max(n, nc)
-        out = [ids.get(i, f"class_{i}") for i in range(n)]
+        ids = {as_int_id(k): v for k, v in names.items()}
+        if None in ids or any(isinstance(v, (list, dict)) for v in ids.values()):
+            raise ValueError(f"{path}: 'names:' must map integer class ids to names")
+        if any(not 0 <= k < MAX_CLASSES for k in ids):
+            raise ValueError(f"{path}: a class id in 'names:' is negative or over "
+                             f"{MAX_CLASSES - 1}")
+        n = max(max(ids, default=-1) + 1, nc or 0)
+        out = [str(ids[i]) if i in ids else f"class_{i}" for i in range(n)]
     elif isinstance(names, (list, tuple)):
+        if len(names) > MAX_CLASSES or any(isinstance(v, (list, dict)) for v in names):
+            raise ValueError(f"{path}: 'names:' must be a list of at most {MAX_CLASSES} names")
         out = [str(v) for v in names]
-        if isinstance(nc, int) and nc > len(out):
+        if nc is not None and nc > len(out):
             out += [f"class_{i}" for i in range(len(out), nc)]
     else:
         raise ValueError(f"{path}: 'names:' must be a list or a mapping, got {type(names).__name__}")
     return out
 
 
-def rel_inside(path: Path, root: Path) -> Optional[str]:
-    """``path`` relative to ``root`` as a POSIX string, or None when it escapes ``root``
-    (after resolving ``..`` and symlinks)."""
-    try:
-        return Path(os.path.realpath(path)).relative_to(Path(os.path.realpath(root))).as_posix()
-    except ValueError:
+_DIGITS = re.compile(r"-?[0-9]{1,19}")
+#: int64 range of ids (a record id is an int64)
+_ID_MIN, _ID_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def as_int_id(v) -> Optional[int]:
+    """An integer from a JSON field: an int (not a bool), a float with an integer value, or
+    a string of decimal digits, within int64; ``None`` for anything else (NaN, inf, lists,
+    objects, other strings)."""
+    if isinstance(v, bool):
         return None
+    if isinstance(v, float):
+        if not v.is_integer():  # False for NaN and inf too
+            return None
+        v = int(v)
+    elif isinstance(v, str):
+        if not _DIGITS.fullmatch(v.strip()):
+            return None
+        v = int(v)
+    elif not isinstance(v, int):
+        return None
+    return v if _ID_MIN <= v <= _ID_MAX else None
+
+
+def is_number(v) -> bool:
+    """An int or float JSON value (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def as_points(xs, ys=None) -> np.ndarray:

@@ -71,3 +71,4 @@ class SourceDataset:
     skeleton: Optional[List[Tuple[int, int]]] = None
     problems: List[Problem] = field(default_factory=list)  # dataset-level problems
     root: Optional[Path] = None  # folder every image must stay inside (pack refuses paths escaping it)
+    searched: str = ""  # what the reader looked for, in words (pack says it when nothing packs)

@@ -29,7 +29,12 @@ Policies (see docs/formats.md):
   outside the image root gets a fatal Problem ``path_escapes_root`` (``image_path`` is
   still set to the resolved path).
 - A file that is not valid JSON or has no ``shapes`` list is a dataset-level fatal
-  Problem (``malformed_json`` / ``not_labelme``); that file yields no sample.
+  Problem (``malformed_json`` / ``not_labelme``); that file yields no sample. So is a JSON
+  that is not a regular file (``special_file``) or a symlink leading out of SRC
+  (``path_escapes_root``).
+- A shape with a ``label`` that is not a string, a ``group_id`` that is not an integer or
+  null (a list, an object), a ``shape_type`` that is not a string, or malformed ``points``
+  is skipped (``malformed_shape``).
 
 Coordinates: labelme draws on the Qt canvas in continuous image coordinates (the
 top-left corner of the image is (0, 0)), which is fastload's convention (DESIGN.md):
@@ -44,8 +49,9 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from ._shared import LabelTable, as_points, load_class_list, read_names_file, rect_polygon, rel_inside
+from ._shared import LabelTable, as_points, load_class_list, read_names_file, rect_polygon
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
+from .files import SpecialFileError, inside_root, read_regular
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
@@ -106,9 +112,16 @@ def read(src: Union[str, Path], *, classes=None, ignore_labels: Iterable[str] = 
     ds_problems: List[Problem] = []
     for jf in files:
         jrel = jf.relative_to(root).as_posix()
+        if src.is_dir() and inside_root(jf, root) is None:
+            ds_problems.append(Problem(jrel, f"resolves outside {str(root)!r} (a symlink); refused",
+                                       fatal=True, reason="path_escapes_root"))
+            continue
         try:
-            d = json.loads(jf.read_bytes())
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            d = json.loads(read_regular(jf))
+        except SpecialFileError as e:
+            ds_problems.append(Problem(jrel, e.strerror, fatal=True, reason="special_file"))
+            continue
+        except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
             ds_problems.append(Problem(jrel, f"malformed JSON: {e}", fatal=True, reason="malformed_json"))
             continue
         if not isinstance(d, dict) or not isinstance(d.get("shapes"), list):
@@ -125,6 +138,8 @@ def read(src: Union[str, Path], *, classes=None, ignore_labels: Iterable[str] = 
     class_names = table.finish()
     ds = SourceDataset(format="labelme", classes=class_names, samples=samples, problems=ds_problems)
     ds.root = img_root  # the folder images must stay inside (read by fastload.pack)
+    ds.searched = (f"labelme JSON files (*.json with a 'shapes' list) under {src}"
+                   if src.is_dir() else f"a labelme JSON file (with a 'shapes' list): {src}")
     return ds
 
 
@@ -135,7 +150,8 @@ def _read_image(d: dict, jf: Path, jrel: str, img_root: Path, policy: str) -> Op
     idata = idata if isinstance(idata, str) and idata else None
     declared = None
     h, w = d.get("imageHeight"), d.get("imageWidth")
-    if isinstance(h, int) and isinstance(w, int):
+    if isinstance(h, int) and isinstance(w, int) and not isinstance(h, bool) \
+            and not isinstance(w, bool):
         declared = (h, w)
 
     img_file = Path(os.path.normpath(jf.parent / ipath)) if ipath else None
@@ -145,7 +161,7 @@ def _read_image(d: dict, jf: Path, jrel: str, img_root: Path, policy: str) -> Op
         alt = jf.parent / ipath.rsplit("/", 1)[-1]
         if alt.is_file():
             img_file = alt
-    rel = rel_inside(img_file, img_root) if img_file is not None else None
+    rel = inside_root(img_file, img_root) if img_file is not None else None
     use_data = idata is not None and (policy == "always" or img_file is None or not img_file.is_file())
     if use_data:
         try:
@@ -178,9 +194,22 @@ def _read_shapes(shapes: list, jrel: str, sample: SourceSample, table: LabelTabl
             sample.problems.append(Problem(jrel, "shape is not an object", f"shape {k}", reason="malformed_shape"))
             continue
         raw = sh.get("label")
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (str, int))):
+            sample.problems.append(Problem(jrel, f"label {_short(raw)} is not a string",
+                                           f"shape {k}", reason="malformed_shape"))
+            continue
         label = str(raw).strip() if raw is not None else ""
         where = f"shape {k} (label {label!r})"
         stype = sh.get("shape_type") or "polygon"
+        gid = sh.get("group_id")
+        if gid is not None and (isinstance(gid, bool) or not isinstance(gid, (int, str))):
+            sample.problems.append(Problem(jrel, f"group_id {_short(gid)} is not an integer or "
+                                                 f"null", where, reason="malformed_shape"))
+            continue
+        if not isinstance(stype, str):
+            sample.problems.append(Problem(jrel, f"shape_type {_short(stype)} is not a string",
+                                           where, reason="malformed_shape"))
+            continue
         if not label:
             sample.problems.append(Problem(jrel, "shape has no label", where, reason="missing_label"))
             continue
@@ -203,7 +232,6 @@ def _read_shapes(shapes: list, jrel: str, sample: SourceSample, table: LabelTabl
                 continue
             lo, hi = pts.min(0), pts.max(0)
             pts = rect_polygon(lo[0], lo[1], hi[0], hi[1])
-        gid = sh.get("group_id")
         ignore = label in ignore_set
         if gid is not None:
             key = (label, gid)
@@ -222,3 +250,8 @@ def _read_shapes(shapes: list, jrel: str, sample: SourceSample, table: LabelTabl
         groups[key].name = f"{s} {','.join(map(str, idx))} (label {key[0]!r}, group_id {key[1]!r})"
     for inst, label in order:
         table.add(sample, inst, label, jrel, inst.name)
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."

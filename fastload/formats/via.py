@@ -25,7 +25,9 @@ Policies (see docs/formats.md):
 - Images: ``images=`` folder (default: the JSON's folder); ``filename`` is relative to it.
   A filename that is a URL or escapes the folder gets a fatal Problem.
 - Entries are sorted by filename; a second entry for the same filename is merged into
-  the first (VIA 1.x keys entries by filename + size).
+  the first (VIA 1.x keys entries by filename + size). An entry that is not an object or
+  has no ``filename`` string is skipped (``malformed_entry``); a class value that is not a
+  string, a number or a checkbox is ``malformed_region``.
 
 Coordinates: VIA stores image-pixel coordinates of its canvas (continuous, top-left
 corner (0, 0), often rounded to integers by VIA 2); taken as they are, no shift.
@@ -37,8 +39,9 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from ._shared import LabelTable, as_points, load_class_list, rect_polygon, rel_inside
+from ._shared import LabelTable, as_points, is_number, load_class_list, rect_polygon
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
+from .files import inside_root, read_regular
 
 CLASS_ATTRIBUTE_CANDIDATES = ("name", "class", "label", "type")
 
@@ -71,7 +74,14 @@ def _regions(entry) -> list:
     return None  # malformed
 
 
+#: _class_value's answers for a value that is no class name
+MULTI, MALFORMED = "\0multi", "\0malformed"
+
+
 def _class_value(ra, attr: Optional[str]) -> Optional[str]:
+    """The class name in region attributes ``ra``: None when absent, :data:`MULTI` for a
+    checkbox with several options checked, :data:`MALFORMED` for a value that is not a
+    string, a number or a checkbox."""
     if not attr or not isinstance(ra, dict) or attr not in ra:
         return None
     v = ra[attr]
@@ -79,9 +89,11 @@ def _class_value(ra, attr: Optional[str]) -> Optional[str]:
         on = [k for k, b in v.items() if b]
         if not on:
             return None
-        return str(on[0]) if len(on) == 1 else "\0multi"
+        return str(on[0]) if len(on) == 1 else MULTI
     if v is None:
         return None
+    if not isinstance(v, str) and not is_number(v):
+        return MALFORMED
     v = str(v).strip()
     return v or None
 
@@ -101,8 +113,8 @@ def read(src: Union[str, Path], *, images: Optional[Union[str, Path]] = None,
     jf = _find_json(Path(src))
     jname = jf.name
     try:
-        doc = json.loads(jf.read_bytes())
-    except (OSError, ValueError) as e:
+        doc = json.loads(read_regular(jf))
+    except (OSError, ValueError, RecursionError) as e:
         raise ValueError(f"via: {jf}: malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"via: {jf}: top level is not an object")
@@ -113,8 +125,16 @@ def read(src: Union[str, Path], *, images: Optional[Union[str, Path]] = None,
                          f"or convert to COCO")
     else:
         meta = doc
-    if not isinstance(meta, dict) or not all(isinstance(e, dict) and "filename" in e for e in meta.values()):
+    if not isinstance(meta, dict) or (meta and not any(_entry_ok(e) for e in meta.values())):
         raise ValueError(f"via: {jf}: not a VIA 1.x/2.x file (expected entries with 'filename' and 'regions')")
+    ds_problems: List[Problem] = []
+    for key in [k for k, e in meta.items() if not _entry_ok(e)]:
+        e = meta[key]
+        ds_problems.append(Problem(jname, "entry has no 'filename' (a non-empty string)"
+                                   if isinstance(e, dict) else
+                                   f"entry is a {type(e).__name__}, not an object",
+                                   f"entry {_short(key)}", fatal=True, reason="malformed_entry"))
+    meta = {k: e for k, e in meta.items() if _entry_ok(e)}
     img_root = Path(images) if images is not None else jf.parent
 
     # which region attribute holds the class
@@ -135,7 +155,6 @@ def read(src: Union[str, Path], *, images: Optional[Union[str, Path]] = None,
 
     fixed = load_class_list(classes, "via classes")
     table = LabelTable(fixed)
-    ds_problems: List[Problem] = []
     by_name: Dict[str, SourceSample] = {}
     counters: Dict[str, int] = {}
     for key in meta:
@@ -158,7 +177,17 @@ def read(src: Union[str, Path], *, images: Optional[Union[str, Path]] = None,
     samples = [by_name[n] for n in sorted(by_name)]
     ds = SourceDataset(format="via", classes=class_names, samples=samples, problems=ds_problems)
     ds.root = img_root  # the folder images must stay inside (read by fastload.pack)
+    ds.searched = f"the VIA entries of {jf}, images in {img_root}"
     return ds
+
+
+def _entry_ok(e) -> bool:
+    return isinstance(e, dict) and isinstance(e.get("filename"), str) and bool(e["filename"].strip())
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _make_sample(fname: str, img_root: Path, jname: str) -> SourceSample:
@@ -168,7 +197,7 @@ def _make_sample(fname: str, img_root: Path, jname: str) -> SourceSample:
                                   fatal=True, reason="missing_image"))
         return s
     p = Path(os.path.normpath(img_root / fname))
-    rel = rel_inside(p, img_root)
+    rel = inside_root(p, img_root)
     s = SourceSample(file_name=rel if rel is not None else fname, image_path=p)
     if rel is None:
         s.problems.append(Problem(jname, f"image {fname!r} escapes the image folder {str(img_root)!r}",
@@ -185,9 +214,14 @@ def _read_region(r, k: int, fname: str, sample: SourceSample, table: LabelTable,
     sa = r["shape_attributes"]
     ra = r.get("region_attributes")
     name = _class_value(ra, attr)
-    if name == "\0multi":
+    if name == MULTI:
         sample.problems.append(Problem(jname, f"region attribute {attr!r} has several options checked",
                                        where, reason="ambiguous_label"))
+        return
+    if name == MALFORMED:
+        sample.problems.append(Problem(jname, f"region attribute {attr!r} is "
+                                              f"{_short(ra[attr])}, not a class name", where,
+                                       reason="malformed_region"))
         return
     shape = sa.get("name")
     where = f"{where} ({shape}, " + (f"class {name!r})" if name is not None else "no class)")

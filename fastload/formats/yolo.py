@@ -23,8 +23,14 @@ Policies (see docs/formats.md):
   rotated picture, while fastload stores the bytes as they are.
 - An image without a label file (or with an empty one) has no instances (normal in YOLO).
   A label file without an image is a dataset-level fatal Problem ``orphan_label``.
-- Bad lines (not numbers, odd coordinate count, fewer than 3 points, class id not in the
-  names) are Problems naming the label file and line number; the line is dropped.
+- Bad lines (not numbers, a class that is not a non-negative integer such as ``nan`` or
+  ``inf``, odd coordinate count, fewer than 3 points, class id not in the names or, without
+  names, over :data:`fastload.limits.MAX_CLASSES` - 1) are Problems naming the label file and
+  line number; the line is dropped.
+- Files stay inside the root (:mod:`fastload.formats.files`): an image or label file that is
+  a symlink leading out of it is ``path_escapes_root``, a label file that is a FIFO or a
+  device ``special_file``; a data.yaml ``path:`` leading out of the YAML's folder is a
+  ``ValueError``.
 - ``split=``: only images whose path (relative to the root) has that folder name.
 - Samples are sorted by image path relative to the root (which is their ``file_name``).
 
@@ -33,13 +39,18 @@ Coordinates: x_px = x * width, y_px = y * height: continuous pixel coordinates, 
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import List, Optional, Union
 
 import numpy as np
 
+from fastload.limits import MAX_CLASSES, ImageTooLarge, check_image_size
+
 from ._shared import IMAGE_SUFFIXES, as_bool, load_class_list, read_names_file, rect_polygon, yaml_names
 from .base import Problem, SourceDataset, SourceInstance, SourceSample
+from .files import SpecialFileError, inside_root, open_regular, read_regular_text
 
 NAMES_FILES = ("classes.txt", "obj.names", "names", "classes.names", "names.txt")
 EXIF_ORIENTATION = 0x0112
@@ -62,33 +73,61 @@ def _find_yaml(root: Path) -> Optional[Path]:
     return found[0] if len(found) == 1 else None
 
 
+def _yaml_root(yaml_path: Path) -> Path:
+    """The dataset root a data.yaml names with ``path:`` (a folder relative to the YAML's), or
+    the YAML's folder; ``ValueError`` when ``path:`` leads outside the YAML's folder: the
+    files of a dataset stay inside it (a ``path: ../../..`` would make pack scan ``/``)."""
+    import yaml
+    root = yaml_path.parent
+    try:
+        d = yaml.safe_load(read_regular_text(yaml_path))
+    except Exception as e:  # yaml errors, decode errors, special files
+        raise ValueError(f"yolo: {yaml_path}: cannot parse YAML: {e}") from None
+    p = d.get("path") if isinstance(d, dict) else None
+    if not isinstance(p, str) or not (root / p).is_dir():
+        return root  # absent, or relative to Ultralytics' own datasets folder: not ours
+    if os.path.realpath(root / p) != os.path.realpath(root) and inside_root(root / p, root) is None:
+        raise ValueError(f"yolo: {yaml_path}: 'path: {p}' leads outside the dataset folder "
+                         f"{root}; fastload reads only inside it (pass the dataset folder as "
+                         f"SRC)")
+    return root / p
+
+
+def _header(path: Path, max_pixels):
+    """``(width, height, EXIF orientation)`` from the image header (no decode), after the
+    pixel cap; raises ``OSError`` / ``ValueError`` / :class:`ImageTooLarge`."""
+    from PIL import Image, UnidentifiedImageError
+    with open_regular(path) as f:
+        try:
+            with Image.open(f) as im:
+                w, h = im.size
+                check_image_size(h, w, "image", max_pixels)
+                return w, h, im.getexif().get(EXIF_ORIENTATION, 1)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(f"{e} (PIL's limit: PIL.Image.MAX_IMAGE_PIXELS)") from None
+        except UnidentifiedImageError as e:
+            raise ValueError(str(e)) from None
+
+
 def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
-         boxes: bool = True) -> SourceDataset:
+         boxes: bool = True, max_pixels=None) -> SourceDataset:
     """Read a YOLO-seg dataset (see the module docstring for layout and policies).
 
     ``src``: dataset root or its ``data.yaml``. ``split``: e.g. ``"train"`` (default: all
     images under every ``images`` folder). ``classes``: fixed class list (list, comma
     string, or a names / yaml file). ``boxes``: accept 4-number detection lines.
+    ``max_pixels``: the pixel cap (:func:`fastload.limits.check_image_size`) applied to the
+    header of every image whose size is read.
 
     Polygons are float64 (N, 2) (x, y) continuous pixel coordinates (normalized values
     times the header size).
     """
-    from PIL import Image, UnidentifiedImageError
-
     src = Path(src)
     boxes = as_bool(boxes, "yolo boxes")
     yaml_path = None
     if src.is_file() and src.suffix.lower() in (".yaml", ".yml"):
         yaml_path = src
-        root = src.parent
-        import yaml
-        try:
-            d = yaml.safe_load(src.read_text(encoding="utf-8"))
-        except Exception as e:  # yaml errors, decode errors
-            raise ValueError(f"yolo: {src}: cannot parse YAML: {e}") from None
-        p = d.get("path") if isinstance(d, dict) else None
-        if isinstance(p, str) and (root / p).is_dir():
-            root = (root / p)
+        root = _yaml_root(src)
     elif src.is_dir():
         root = src
         yaml_path = _find_yaml(root)
@@ -126,13 +165,23 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
         lrel = _label_rel(rel)
         used_labels.add(lrel)
         lpath = root / lrel
-        if not lpath.is_file():
+        if not os.path.lexists(lpath):
+            continue
+        escaping = next((p for p in (path, lpath) if inside_root(p, root) is None), None)
+        if escaping is not None:
+            s.problems.append(Problem(escaping.relative_to(root).as_posix(),
+                                      f"resolves outside the dataset root {str(root)!r} (a "
+                                      f"symlink); refused", fatal=True, reason="path_escapes_root"))
             continue
         try:
-            with Image.open(path) as im:
-                w, h = im.size
-                orient = im.getexif().get(EXIF_ORIENTATION, 1)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+            w, h, orient = _header(path, max_pixels)
+        except ImageTooLarge as e:
+            s.problems.append(Problem(rel.as_posix(), str(e), fatal=True, reason="too_many_pixels"))
+            continue
+        except SpecialFileError as e:
+            s.problems.append(Problem(rel.as_posix(), e.strerror, fatal=True, reason="special_file"))
+            continue
+        except (OSError, ValueError) as e:
             s.problems.append(Problem(rel.as_posix(), f"cannot read the image header: {e}", fatal=True,
                                       reason="corrupt_image"))
             continue
@@ -142,7 +191,10 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
                                       fatal=True, reason="exif_orientation"))
             continue
         try:
-            text = lpath.read_text(encoding="utf-8")
+            text = read_regular_text(lpath)
+        except SpecialFileError as e:
+            s.problems.append(Problem(lrel.as_posix(), e.strerror, fatal=True, reason="special_file"))
+            continue
         except (OSError, UnicodeDecodeError) as e:
             s.problems.append(Problem(lrel.as_posix(), f"cannot read the label file: {e}", fatal=True,
                                       reason="malformed_label"))
@@ -161,15 +213,20 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
                 s.problems.append(Problem(lname, f"not a number in {line.strip()[:60]!r}", where,
                                           reason="malformed_label"))
                 continue
-            if c != int(c) or c < 0:
-                s.problems.append(Problem(lname, f"class id {tok[0]!r} is not a non-negative integer",
-                                          where, reason="malformed_label"))
+            if not math.isfinite(c) or c != int(c) or c < 0:
+                s.problems.append(Problem(lname, f"class id {tok[0][:20]!r} is not a non-negative "
+                                                 f"integer", where, reason="malformed_label"))
                 continue
             c = int(c)
             where = f"line {ln} (class {c})"
             if names is not None and c >= len(names):
                 s.problems.append(Problem(lname, f"class id {c} not in the {len(names)} class names",
                                           where, reason="unknown_label"))
+                continue
+            if c >= MAX_CLASSES:
+                s.problems.append(Problem(lname, f"class id {c} is over {MAX_CLASSES - 1}, the "
+                                                 f"largest fastload names without a class list "
+                                                 f"(give classes=)", where, reason="unknown_label"))
                 continue
             n = vals.size
             if n % 2:
@@ -186,7 +243,7 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
             else:
                 pts = vals.reshape(-1, 2) * size
             max_id = max(max_id, c)
-            s.instances.append(SourceInstance(label=c, polygons=[pts], name=where))
+            s.instances.append(SourceInstance(label=c, polygons=[pts], name=f"{lname} {where}"))
 
     ds_problems: List[Problem] = []
     for lf in sorted(root.rglob("*.txt"), key=lambda p: p.relative_to(root).as_posix()):
@@ -198,4 +255,6 @@ def read(src: Union[str, Path], *, split: Optional[str] = None, classes=None,
         names = [f"class_{i}" for i in range(max_id + 1)]
     ds = SourceDataset(format="yolo", classes=list(names), samples=samples, problems=ds_problems)
     ds.root = root  # the folder images must stay inside (read by fastload.pack)
+    ds.searched = (f"images under an 'images' folder in {root}"
+                   + (f" for split {split!r}" if split else "") + " with labels/*.txt beside them")
     return ds

@@ -22,6 +22,9 @@ Validation (default: skip and count, every problem listed in ``OUT/problems.txt`
 
 A full disk raises ``OSError(ENOSPC)`` naming the file (LMDB's own disk errors included)
 and, like every failure, removes the temp folder: no OUT is left behind.
+
+What OUT may be, its lock and the restore after a killed publish: :mod:`fastload.packing.
+publish`. Nothing packed is a :class:`PackError`; bad input of every kind: docs/bad_input.md.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -38,7 +42,8 @@ from typing import Any, Dict, List, Optional
 from fastload.formats import READERS, read_source
 from fastload.formats.base import Problem, SourceDataset
 from fastload.optional import MissingDependency
-from fastload.packing.publish import cleanup_leftovers, publish, temp_dir_for
+from fastload.packing.publish import (OutBusy, OutLock, input_refusal, out_refusal,
+                                      prepare_out, publish, temp_dir_for)
 from fastload.packing.validate import prepare_sample
 from fastload.store import SHARD_PATTERN, Manifest, ShardEntry, ShardWriter, write_json_atomic
 
@@ -113,12 +118,14 @@ class SampleWork:
     num_classes: int
     root: Optional[Path]
     num_keypoints: Optional[int]
+    max_pixels: Optional[int] = None  # the pixel cap (fastload.limits; None: the default)
 
     def prepare(self, sample, i: int):
         """``(value, problems, stats)`` of :func:`prepare_sample`; a sample whose reader fails
         while parsing it lazily is skipped with an ``unreadable_sample`` problem."""
         try:
-            return prepare_sample(sample, i, self.num_classes, self.root, self.num_keypoints)
+            return prepare_sample(sample, i, self.num_classes, self.root, self.num_keypoints,
+                                  self.max_pixels)
         except MissingDependency:
             raise  # not the sample's fault: pack stops and names the extra to install
         except Exception as e:  # a reader's lazy parsing failed: skip the sample, say why
@@ -259,7 +266,8 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
          strict: bool = False, overwrite: bool = False, crowd: str = "ignore",
          progress: bool = True, images=None, executor: str = "thread",
          chunk: int = 32, options: Optional[dict] = None, engine: str = "local",
-         address: Optional[str] = None) -> PackSummary:
+         address: Optional[str] = None, max_pixels=None,
+         allow_empty: bool = False) -> PackSummary:
     """Pack the ``format`` dataset at ``src`` into ``out`` (see the module docstring).
 
     ``shard_size``: records per LMDB shard (the ``ray`` engine: samples per shard task, so
@@ -273,6 +281,10 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     ``options``: extra keyword options for the format's reader (e.g. labelme
     ``ignore_labels``, VIA ``class_attribute``, YOLO ``split``, masks ``tolerance``; see
     docs/formats.md); an option the reader does not take is refused.
+    ``max_pixels``: pixels one image may have, checked on the header before anything is
+    decoded (``None``: :data:`fastload.limits.MAX_IMAGE_PIXELS`; 0: no limit); a larger
+    image is skipped and counted (``too_many_pixels``), and so is a COCO RLE or mask larger
+    than that.
     ``executor``: ``"thread"`` (default) or ``"process"`` (fork pool). On the shared
     2-core development machine both gave 700-1100 images/s of 640x480 JPEG, within the
     noise of each other; threads avoid pickling every ~60 KB record back to the writer,
@@ -283,9 +295,12 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     ``address``, or on a local Ray instance without it; OUT and the source must then be
     on storage every node sees at the same path). Both give the same records in the same
     order and the same problems; the ``ray`` engine's shards may hold fewer records.
+    ``allow_empty``: write a dataset even when no image, or not one annotation, packs (by
+    default that is a :class:`PackError` saying what the reader looked for: a wrong
+    ``format`` or SRC, or every image missing).
     Returns a :class:`PackSummary`; raises :class:`PackError` (a ``ValueError``) for bad
-    arguments, an existing non-empty OUT without ``overwrite``, any problem under
-    ``strict``, or a Ray task that fails on every retry; ``OSError(ENOSPC)`` naming the
+    arguments, an existing non-empty OUT without ``overwrite``, nothing packed, any problem
+    under ``strict``, or a Ray task that fails on every retry; ``OSError(ENOSPC)`` naming the
     file when the disk fills up; :class:`fastload.optional.MissingDependency` when the
     format needs an extra that is not installed (scikit-image for mask tracing, Ray for
     ``engine="ray"``). On any failure the temp folder is removed and OUT is left as it
@@ -293,7 +308,8 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     """
     t0 = time.perf_counter()
     src, out = Path(src), Path(out).absolute()
-    options = _check_args(src, out, format, crowd, shard_size, overwrite, options)
+    options = _check_args(src, out, format, crowd, shard_size, overwrite, options, images)
+    max_pixels = _check_max_pixels(max_pixels)
     if engine not in ENGINES:
         raise PackError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if address is not None and engine != "ray":
@@ -303,9 +319,20 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
         from fastload.packing import ray_engine  # MissingDependency now, before any work
         ray_engine.require_ray()
     out.parent.mkdir(parents=True, exist_ok=True)
-    cleanup_leftovers(out)
+    with _out_lock(out):
+        _refuse(prepare_out(out, overwrite))  # may restore what a killed publish left aside
+        return _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd,
+                            progress, images, executor, chunk, options, engine, address,
+                            max_pixels, allow_empty)
+
+
+def _pack_locked(t0, src, out, format, shard_size, workers, strict, overwrite, crowd, progress,
+                 images, executor, chunk, options, engine, address, max_pixels,
+                 allow_empty) -> PackSummary:
+    """:func:`pack` from reading the source to the publish, with OUT's lock held."""
     try:
-        sds: SourceDataset = read_source(format, src, **{"crowd": crowd, "images": images, **options})
+        sds: SourceDataset = read_source(format, src, **{"crowd": crowd, "images": images,
+                                                         "max_pixels": max_pixels, **options})
     except PackError:
         raise
     except (ValueError, OSError) as e:
@@ -314,6 +341,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     root = sds.root
     if root is None:
         root = src if src.is_dir() else src.parent
+    _refuse(input_refusal(Path(root), out, "the image folder"))
 
     log = ProblemLog(strict)
     summary = PackSummary(out=str(out), format=format)
@@ -326,7 +354,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
     job = PackJob(samples=samples, staging=tmp, shard_size=shard_size, log=log, summary=summary,
                   work=SampleWork(num_classes=len(sds.classes), root=root,
                                   num_keypoints=len(sds.keypoint_names) if sds.keypoint_names
-                                  else None))
+                                  else None, max_pixels=max_pixels))
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     try:
         if progress:
@@ -334,6 +362,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             job.bar = tqdm(total=len(samples), unit="img", desc=f"pack {format}",
                            file=sys.stderr, dynamic_ncols=True)
         if engine == "ray":
+            from fastload.packing import ray_engine
             shards = ray_engine.write_shards(job, address=address, num_cpus=workers)
         else:
             shards = write_shards_local(job, workers, executor, chunk)
@@ -341,6 +370,9 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
             job.bar.close()
             job.bar = None
 
+        if (summary.images == 0 or summary.instances == 0) and not allow_empty:
+            raise PackError(_nothing_packed(format, src, sds, len(samples), summary.images,
+                                            log.skipped_images, log.problems))
         summary.shards = len(shards)
         summary.skipped_images = dict(log.skipped_images)
         summary.skipped_annotations = dict(log.skipped_annotations)
@@ -350,6 +382,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
         _write_problems(tmp / "problems.txt", f"{format} {src}", log.problems)
         write_json_atomic(tmp / "pack_report.json", asdict(summary))
         _manifest(sds, src, shards, summary).write(tmp)  # the last file written
+        _refuse(out_refusal(out, overwrite))  # OUT may have gained files while packing
         publish(tmp, out)
     except BaseException:
         if job.bar is not None:
@@ -360,7 +393,7 @@ def pack(src, out, format: str, shard_size: int = 10000, workers: Optional[int] 
 
 
 def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
-                overwrite: bool, options: Optional[dict]) -> dict:
+                overwrite: bool, options: Optional[dict], images=None) -> dict:
     """PackError for bad arguments, before anything is read or written; returns the
     reader options."""
     if format not in READERS:
@@ -371,10 +404,9 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         raise PackError(f"shard_size must be >= 1, not {shard_size}")
     if not src.exists():
         raise PackError(f"{src}: no such file or directory")
-    rs, ro = src.resolve(), out.resolve()
-    if rs == ro or ro in rs.parents:
-        raise PackError(f"{out}: OUT is or contains the source {src}; choose another OUT "
-                        f"(--overwrite would delete the source)")
+    _refuse(input_refusal(src, out, "the source"))
+    if images is not None:
+        _refuse(input_refusal(Path(images), out, "the image folder"))
     options = dict(options or {})
     if options:
         import inspect
@@ -385,12 +417,60 @@ def _check_args(src: Path, out: Path, format: str, crowd: str, shard_size: int,
         if unknown:
             raise PackError(f"the {format} reader takes no option {', '.join(unknown)}; "
                             f"it takes: {', '.join(accepted) or 'none'}")
-    if out.exists():
-        if not out.is_dir():
-            raise PackError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise PackError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    _refuse(out_refusal(out, overwrite))
     return options
+
+
+def _refuse(why: Optional[str]) -> None:
+    """PackError saying ``why`` (an OUT or input refusal of :mod:`fastload.packing.publish`)."""
+    if why is not None:
+        raise PackError(why)
+
+
+@contextmanager
+def _out_lock(out: Path):
+    """OUT's lock (:class:`fastload.packing.publish.OutLock`) for the block; PackError when
+    another pack holds it."""
+    lock = OutLock(out)
+    try:
+        lock.acquire()
+    except OutBusy:
+        raise PackError(f"{out}: another fastload pack is writing it (lock {lock.path}); wait "
+                        f"for it to finish or choose another OUT") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _nothing_packed(format: str, src: Path, sds: SourceDataset, n_samples: int, n_packed: int,
+                    skipped_img: Counter, problems: List[Problem]) -> str:
+    """The one-line message of a pack where no image, or not one annotation, packs."""
+    looked = f" (looked for {sds.searched})" if sds.searched else ""
+    first = next((p for p in problems if p.fatal), None)
+    first = f"; the first problem: {first}" if first is not None else ""
+    if n_samples == 0:
+        found = f"the {format} reader found no image in {src}{looked}{first}"
+    elif n_packed:
+        found = f"{n_packed} images of {src} packed, but not one annotation{looked}{first}"
+    else:
+        reasons = ", ".join(f"{r} {n}" for r, n in skipped_img.most_common())
+        found = f"all {n_samples} images of {src} were skipped{looked}: {reasons}{first}"
+    others = ", ".join(n for n in READERS if n != format)
+    return (f"nothing to pack: {found}. Is --format {format} right (others: {others})? "
+            f"--allow-empty writes an empty dataset")
+
+
+def _check_max_pixels(max_pixels):
+    """The pixel cap as :func:`fastload.limits.check_image_size` takes it: ``None`` (the
+    module's default) or a number (0: no limit); PackError for anything else."""
+    from fastload.limits import parse_max_pixels
+    if max_pixels is None:
+        return None
+    try:
+        return parse_max_pixels(max_pixels, "max_pixels") or 0
+    except ValueError as e:
+        raise PackError(str(e)) from None
 
 
 def _write_problems(path: Path, what: str, problems: List[Problem]) -> None:

@@ -45,6 +45,7 @@ from typing import Dict, List, Optional
 from fastload.formats.base import Problem
 from fastload.optional import require
 from fastload.store import SHARD_PATTERN, ShardEntry, ShardWriter
+from fastload.store.shards import digests_name
 
 #: times Ray runs a failing shard task again before the pack fails
 DEFAULT_RETRIES = 3
@@ -215,7 +216,11 @@ def _adopt(staging: Path, res: ShardResult, index: int) -> ShardEntry:
                         f"must be on storage every node mounts at the same path")
     name = SHARD_PATTERN.format(index)
     os.replace(src, staging / name)
-    return replace(res.entry, file=name)
+    digests = None
+    if res.entry.digests is not None:  # the shard's digests file follows it
+        digests = digests_name(name)
+        os.replace(staging / res.entry.digests, staging / digests)
+    return replace(res.entry, file=name, digests=digests)
 
 
 def _cause(e) -> str:

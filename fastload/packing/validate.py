@@ -9,10 +9,12 @@ in the reader's (sorted) order, so ids do not change when other samples are skip
 Policy (:func:`prepare_sample` returns the problems; ``pack`` skips and counts them, or
 fails under ``strict``):
 
-- whole image skipped: image path escaping the dataset root (refused), missing or
-  unreadable file, corrupt image (header does not parse, JPEG without end-of-image
-  marker, PNG without IEND, unsupported format), size differing from the size the
-  annotation declares;
+- whole image skipped: image path escaping the dataset root (refused; symlinks resolved),
+  missing or unreadable file, a path that is not a regular file (a FIFO, a device: never
+  opened for reading), corrupt image (header does not parse, JPEG without end-of-image
+  marker, PNG without IEND, unsupported format), more pixels than the cap
+  (:mod:`fastload.limits`, from the header: a decompression bomb is never decoded), size
+  differing from the size the annotation declares;
 - one annotation skipped: unknown category, a part with fewer than 3 points, NaN/inf
   coordinates, zero area, vertices far outside the image (more than ``OVERSHOOT`` = 2 px;
   a smaller overshoot such as y = 375.4 on a 375-pixel image is clipped to the image),
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -34,6 +37,8 @@ import numpy as np
 from numba import njit
 
 from fastload.formats.base import Problem, SourceSample
+from fastload.formats.files import SpecialFileError, inside_root, read_regular
+from fastload.limits import ImageTooLarge, check_image_size
 from fastload.record import FLAG_CROWD, FLAG_IGNORE, Record
 from fastload.store import record_digest
 from fastload.targets.boxes import fill_instance_boxes
@@ -42,8 +47,12 @@ from fastload.targets.boxes import fill_instance_boxes
 OVERSHOOT = 2.0
 SUPPORTED_IMAGE_FORMATS = {"jpeg", "png", "bmp", "tiff", "webp"}
 
-def _image_header(data: bytes) -> Tuple[str, int, int]:
-    """(format, height, width) from the header only; ValueError if corrupt/unsupported.
+
+def _image_header(data: bytes, max_pixels=None) -> Tuple[str, int, int]:
+    """(format, height, width) from the header only; ValueError if corrupt/unsupported,
+    :class:`fastload.limits.ImageTooLarge` when the header claims more pixels than the cap
+    (``max_pixels``, see :func:`fastload.limits.check_image_size`), checked before PIL
+    parses anything past the header.
 
     JPEG: libjpeg-turbo's header reader (``simplejpeg.decode_jpeg_header``, ~30 us), PIL's
     lazy ``Image.open`` when that refuses (unusual subsampling, CMYK), plus a check for
@@ -59,10 +68,14 @@ def _image_header(data: bytes) -> Tuple[str, int, int]:
         try:
             import simplejpeg
             h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            if h > 0 and w > 0:
-                return "jpeg", int(h), int(w)
         except (ImportError, ValueError):
-            pass  # let PIL decide
+            h = w = 0  # let PIL decide
+        if h > 0 and w > 0:
+            check_image_size(h, w, "image", max_pixels)
+            return "jpeg", int(h), int(w)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        check_image_size(h, w, "image", max_pixels)  # before PIL's own (tighter) check
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(data)) as im:  # lazy: parses the header, decodes nothing
@@ -70,6 +83,8 @@ def _image_header(data: bytes) -> Tuple[str, int, int]:
             w, h = im.size
     except UnidentifiedImageError:
         raise ValueError("not a recognised image (header does not parse)") from None
+    except Image.DecompressionBombError as e:  # PIL's own cap (same default as fastload's)
+        raise ImageTooLarge(f"{e} (PIL's limit: PIL.Image.MAX_IMAGE_PIXELS)") from None
     except Exception as e:  # PIL raises many types on broken headers
         raise ValueError(f"corrupt image header: {e}") from None
     if fmt == "mpo":  # multi-picture JPEG from cameras: a JPEG file
@@ -80,24 +95,22 @@ def _image_header(data: bytes) -> Tuple[str, int, int]:
         raise ValueError("truncated PNG (no IEND chunk)")
     if w <= 0 or h <= 0:
         raise ValueError(f"image has size {w}x{h}")
+    check_image_size(h, w, "image", max_pixels)
     return fmt, int(h), int(w)
 
 
 def _path_escapes(file_name: str, image_path: Optional[Path], root: Optional[Path]) -> bool:
-    """Lexical check (symlinked image folders stay allowed): the stored name must be
-    relative and stay inside the root, and the path must lie under ``root``."""
+    """The stored name must be relative and must not climb out with ``..``; the image file
+    must lie inside ``root`` with every symlink resolved (:func:`fastload.formats.files.
+    inside_root`, the one containment rule: a symlinked root folder is fine, a symlink
+    inside it pointing outside is not)."""
     fn = file_name.replace("\\", "/")
     if fn.startswith("/") or (len(fn) > 1 and fn[1] == ":"):
         return True
     norm = os.path.normpath(fn)
     if norm == ".." or norm.startswith("../"):
         return True
-    if image_path is not None and root is not None:
-        rp = os.path.normpath(os.path.abspath(root))
-        ip = os.path.normpath(os.path.abspath(image_path))
-        if not (ip == rp or ip.startswith(rp.rstrip(os.sep) + os.sep)):
-            return True
-    return False
+    return image_path is not None and root is not None and inside_root(image_path, root) is None
 
 
 # Part status codes of the validation kernel
@@ -201,8 +214,12 @@ _PART_MESSAGES = {
 
 
 def prepare_sample(sample: SourceSample, index: int, num_classes: int,
-                   root: Optional[Path] = None, num_keypoints: Optional[int] = None):
+                   root: Optional[Path] = None, num_keypoints: Optional[int] = None,
+                   max_pixels=None):
     """Validate one sample and encode its record.
+
+    ``max_pixels``: the pixel cap of :func:`fastload.limits.check_image_size` (``None``:
+    ``fastload.limits.MAX_IMAGE_PIXELS``; 0: none), applied to the header's size.
 
     Returns ``(value, problems, stats)``: ``value`` is the encoded record (``None`` when
     the whole image is skipped), ``problems`` a list of :class:`Problem` (fatal ones
@@ -228,15 +245,18 @@ def prepare_sample(sample: SourceSample, index: int, num_classes: int,
         if sample.image_path is None:
             return fatal("sample has no image", "missing_image")
         try:
-            with open(sample.image_path, "rb") as f:
-                data = f.read()
+            data = read_regular(sample.image_path)
         except FileNotFoundError:
             return fatal(f"image file not found: {sample.image_path}", "missing_image")
+        except SpecialFileError as e:
+            return fatal(f"image file {sample.image_path} {e.strerror}", "special_file")
         except OSError as e:
             return fatal(f"cannot read image file {sample.image_path}: {e.strerror or e}",
                          "unreadable_image")
     try:
-        fmt, h, w = _image_header(data)
+        fmt, h, w = _image_header(data, max_pixels)
+    except ImageTooLarge as e:
+        return fatal(str(e), "too_many_pixels")
     except ValueError as e:
         return fatal(str(e), "corrupt_image")
     if sample.declared_size is not None and tuple(sample.declared_size) != (h, w):

@@ -5,6 +5,7 @@ Layout of a packed dataset directory::
     OUT/
       manifest.json          written last, atomically (temp file + fsync + os.replace)
       shard-00000.lmdb       one LMDB environment per shard (subdir=False)
+      shard-00000.digests    its per-record digests (16 raw bytes each; fastload verify)
       shard-00001.lmdb
       pack_report.json       summary of the pack (counts, skipped with reasons, time)
       problems.txt           one line per problem found while packing
@@ -19,11 +20,14 @@ Modules:
 - :mod:`~fastload.store.manifest`: :class:`Manifest` owns ``manifest.json`` (fields,
   checks, atomic write) and its :class:`ShardEntry` list;
 - :mod:`~fastload.store.shards`: keys, checksums (:func:`record_digest`,
-  :class:`ShardHash`), :class:`ShardWriter`, and the process-wide cache of read-only
-  environments (opened lazily, ``lock=False``, ``readahead=False``, once per process: a
-  forked child drops the handles it inherited and opens its own);
+  :class:`ShardHash`), the per-record digests files, :class:`ShardWriter`, and the
+  process-wide cache of read-only environments (opened lazily, ``lock=False``,
+  ``readahead=False``, once per process: a forked child drops the handles it inherited
+  and opens its own; keyed by the shard file's identity, so a re-pack in the same process
+  is never read under the old manifest);
 - :mod:`~fastload.store.dataset`: :class:`Dataset`, records by global index;
-- :mod:`~fastload.store.verify`: :func:`verify` (``fastload verify``) and
+- :mod:`~fastload.store.verify`: :func:`verify` (``fastload verify``: each shard walked in
+  a child process, so damaged pages that crash LMDB are reported, not fatal) and
   :func:`format_info` (``fastload info``).
 """
 from fastload.store.dataset import Dataset

@@ -12,7 +12,15 @@ import lmdb
 
 from fastload.record import Record, RecordError
 from fastload.store.manifest import Manifest, StoreError
-from fastload.store.shards import close_env, decode_key, encode_key, open_env
+from fastload.store.shards import close_env, decode_key, encode_key, file_identity, open_env
+
+
+def _identity_or_path(path: str):
+    """The file's identity, or its path when it is missing (opening it then says so)."""
+    try:
+        return file_identity(path)
+    except OSError:
+        return path
 
 
 class Dataset:
@@ -25,7 +33,14 @@ class Dataset:
     Thread-safe (each call opens its own short read transaction) and fork-safe: LMDB
     environments are opened lazily, read-only, ``lock=False``, ``readahead=False``, once
     per process (re-opened when ``os.getpid()`` changes). Pickling a Dataset (for spawn
-    workers) carries only the path, manifest and offsets.
+    workers) carries only the path, manifest, offsets and shard file identities.
+
+    A Dataset reads the shard files that were there when it was opened: each file's
+    identity (device, inode, size, mtime) is taken with the manifest. After a re-pack to the
+    same folder a new Dataset reads the new shards; this one raises :class:`StoreError`
+    ("open the dataset again") rather than read a new shard under its old manifest. A shard
+    changed in place (same inode) is the same file, read as it is now (see
+    :mod:`fastload.store.shards` for the cache's rules).
 
     ``path`` is a dataset folder or a URL (``s3://``, ``gs://``, ``https://``, ``file://``:
     any fsspec protocol; needs ``fastload[remote]``). A URL's manifest is fetched and its
@@ -57,6 +72,7 @@ class Dataset:
         self.skeleton = list(m.skeleton) if m.skeleton is not None else None
         self.source_format: str = m.source_format
         self._shard_files = [os.path.realpath(self.path / s.file) for s in m.shards]
+        self._shard_keys = [_identity_or_path(f) for f in self._shard_files]
         self._starts = [0]
         for s in m.shards:
             self._starts.append(self._starts[-1] + s.count)
@@ -64,6 +80,21 @@ class Dataset:
 
     # environments live in the process-wide cache of fastload.store.shards, never in the
     # object, so pickling (spawn workers) carries none
+
+    def __setstate__(self, state):
+        """Unpickled (a spawn worker, another host sharing the folder): a shard file that is
+        still the one pickled (same inode, size and mtime) takes this machine's identity of
+        it (the device number is per machine); any other keeps the pickled key, and reading
+        it says the file was replaced."""
+        self.__dict__.update(state)
+        keys = []
+        for key in self._shard_keys:
+            if isinstance(key, tuple):
+                now = _identity_or_path(key[0])
+                if isinstance(now, tuple) and now[2:] == key[2:]:
+                    key = now
+            keys.append(key)
+        self._shard_keys = keys
 
     def __len__(self) -> int:
         return self._len
@@ -82,8 +113,9 @@ class Dataset:
         return self._starts[s]
 
     def shard_env(self, s: int) -> lmdb.Environment:
-        """This process's read-only environment of shard ``s`` (opened on first use)."""
-        return open_env(self._shard_files[s])
+        """This process's read-only environment of shard ``s`` (opened on first use);
+        :class:`StoreError` when the file was replaced since the dataset was opened."""
+        return open_env(self._shard_keys[s])
 
     def locate(self, i: int):
         """Global index -> (shard, local index). Negative indices count from the end."""
@@ -179,8 +211,8 @@ class Dataset:
         """Close this process's environments of this dataset's shards (shared with other
         Dataset objects of the same directory; they re-open lazily on the next read).
         Do not call while another thread is reading."""
-        for f in self._shard_files:
-            close_env(f)
+        for key in self._shard_keys:
+            close_env(key)
 
     def __enter__(self):
         return self

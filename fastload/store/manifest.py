@@ -16,8 +16,8 @@ The JSON keys, in the order they are written::
     key_format        (documentation) how a record's LMDB key is made
     checksum          (documentation) what a shard's blake2b is the hash of
     num_records       total records (sum of the shard counts)
-    shards            [{file, count, bytes, blake2b, file_bytes, file_sha256}, ...] in
-                      index order
+    shards            [{file, count, bytes, blake2b, file_bytes, file_sha256, digests}, ...]
+                      in index order
     classes           class names; a record's label indexes this list
     keypoint_names    names of the K keypoints, or null
     flip_pairs        [[left, right], ...] keypoint indices swapped by a horizontal flip
@@ -30,8 +30,10 @@ separator, ``.`` or ``..`` is refused, so a manifest can never point a reader ou
 folder. ``file_bytes`` is the size of the LMDB file (a shorter file is an incomplete copy
 and is never opened: LMDB would crash the process on the missing pages); ``file_sha256`` is
 the SHA-256 of the whole file (``sha256sum`` prints it), so a copy can be checked before LMDB
-ever maps it (:mod:`fastload.store.remote` checks every shard it downloads). Manifests
-written before these fields existed omit them.
+ever maps it (:mod:`fastload.store.remote` checks every shard it downloads). ``digests``
+names the shard's digests file (a plain name too; the per-record digests ``fastload verify``
+checks, see :mod:`fastload.store.shards`). Manifests written before these fields existed
+omit them.
 """
 from __future__ import annotations
 
@@ -78,8 +80,8 @@ def _plain_name(name) -> bool:
 class ShardEntry:
     """One shard of the manifest: its LMDB file (a plain name inside the dataset folder),
     record count, total bytes of the record values, blake2b checksum of the records (see
-    :mod:`fastload.store.shards`), file size and SHA-256 of the file's bytes (both ``None``
-    in old manifests)."""
+    :mod:`fastload.store.shards`), file size, SHA-256 of the file's bytes and digests file
+    (all three ``None`` in old manifests)."""
 
     file: str
     count: int
@@ -87,6 +89,7 @@ class ShardEntry:
     blake2b: str
     file_bytes: Optional[int] = None
     file_sha256: Optional[str] = None
+    digests: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         d = {"file": self.file, "count": self.count, "bytes": self.bytes, "blake2b": self.blake2b}
@@ -94,6 +97,8 @@ class ShardEntry:
             d["file_bytes"] = self.file_bytes
         if self.file_sha256 is not None:
             d["file_sha256"] = self.file_sha256
+        if self.digests is not None:
+            d["digests"] = self.digests
         return d
 
 
@@ -192,14 +197,15 @@ class Manifest:
                 entry = ShardEntry(file=s["file"], count=int(s["count"]), bytes=int(s["bytes"]),
                                    blake2b=str(s["blake2b"]),
                                    file_bytes=int(s["file_bytes"]) if "file_bytes" in s else None,
-                                 file_sha256=str(s["file_sha256"]) if "file_sha256" in s
-                                 else None)
-            except (KeyError, TypeError, ValueError) as e:
+                                   file_sha256=str(s["file_sha256"]) if "file_sha256" in s
+                                   else None, digests=s.get("digests"))
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise StoreError(f"{where}: malformed manifest: shard {k}: {e!r}") from None
-            if not _plain_name(entry.file):
-                raise StoreError(f"{where}: shard {k} names the file {entry.file!r}; a shard "
-                                 f"file must be a plain name inside the dataset folder (no "
-                                 f"path separator, not . or ..); refused")
+            for name in (entry.file, entry.digests):
+                if name is not None and not _plain_name(name):
+                    raise StoreError(f"{where}: shard {k} names the file {name!r}; a shard "
+                                     f"file must be a plain name inside the dataset folder (no "
+                                     f"path separator, not . or ..); refused")
             if entry.count < 0 or entry.bytes < 0:
                 raise StoreError(f"{where}: malformed manifest: shard {entry.file} has a "
                                  f"negative count or size")
@@ -233,7 +239,12 @@ class Manifest:
         truncated shard files."""
         path = Path(path)
         if not path.exists():
-            raise StoreError(f"{path}: no such dataset directory")
+            aside = sorted(path.parent.glob(f".{path.name}.fastload-old-*")) \
+                if path.parent.is_dir() else []
+            raise StoreError(f"{path}: no such dataset directory" + (
+                f" (a pack was killed while replacing it: the previous dataset is in "
+                f"{aside[0]}; the next `fastload pack` to {path.name} puts it back)"
+                if aside else ""))
         if not path.is_dir():
             raise StoreError(f"{path}: not a directory (a packed dataset is a directory "
                              f"with {MANIFEST_NAME} and shard-*.lmdb files)")
@@ -276,8 +287,9 @@ class Manifest:
         """Write ``path/manifest.json`` atomically (temp file, fsync, ``os.replace``): the last
         file of a pack. Returns the manifest's path."""
         for s in self.shards:
-            if not _plain_name(s.file):
-                raise StoreError(f"{path}: shard file name {s.file!r} is not a plain name")
+            for name in (s.file, s.digests):
+                if name is not None and not _plain_name(name):
+                    raise StoreError(f"{path}: shard file name {name!r} is not a plain name")
         mpath = Path(path) / MANIFEST_NAME
         write_json_atomic(mpath, self.to_json())
         return mpath

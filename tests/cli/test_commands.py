@@ -24,3 +24,15 @@ def test_demo_cli(tmp_path, capsys):
     assert "packed 3 images" in text and "records      3 in 1 shard(s)" in text
     assert len(Dataset(tmp_path / "packed")) == 3
     assert "epoch 0: 3 images" in text and "epoch 1: 3 images" in text
+
+
+def test_pack_help_says_the_policies(capsys):
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        cli_main(["pack", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--max-pixels N", "0: no limit", "FASTLOAD_MAX_IMAGE_PIXELS", "--allow-empty",
+                  "saying what the reader looked for", "a fastload dataset with --overwrite",
+                  "docs/bad_input.md"):
+        assert words in text, words

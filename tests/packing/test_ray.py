@@ -10,7 +10,7 @@ import pytest
 from fastload.cli import main as cli_main
 from fastload.formats import READERS
 from fastload.packing import PackError, pack
-from fastload.store import MANIFEST_NAME, Dataset
+from fastload.store import MANIFEST_NAME, Dataset, verify
 from fastload.synth.datasets import write_dataset
 from tests.helpers.env import COCO_SAMPLE, requires_coco_sample
 from tests.helpers.faults import attempts
@@ -85,7 +85,10 @@ def test_generated_dataset_with_problems_equals_local(broken_synth, tmp_path):
     assert [s.count for s in mb.shards] == [7, 6, 8, 6]
     assert [s.file for s in mb.shards] == [f"shard-{k:05d}.lmdb" for k in range(4)]
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
-        [s.file for s in mb.shards] + [MANIFEST_NAME, "pack_report.json", "problems.txt"])
+        [s.file for s in mb.shards] + [s.digests for s in mb.shards]
+        + [MANIFEST_NAME, "pack_report.json", "problems.txt"])
+    assert [s.digests for s in mb.shards] == [f"shard-{k:05d}.digests" for k in range(4)]
+    assert verify(tmp_path / "ray") == []
     assert no_leftovers(tmp_path / "ray")
 
 

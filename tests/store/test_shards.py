@@ -2,6 +2,7 @@ import errno
 import hashlib
 
 import lmdb
+import pytest
 
 from fastload.store import ShardEntry, ShardHash, ShardWriter, StoreError, encode_key, record_digest
 from fastload.store.shards import decode_key, write_error
@@ -53,3 +54,27 @@ def test_write_errors_of_a_full_disk_become_enospc(tmp_path):
     assert isinstance(e, OSError) and e.errno == errno.ENOSPC
     e = write_error(path, eio, needed=0)  # room enough: a real I/O error, named
     assert isinstance(e, StoreError) and str(e).startswith(f"{path}: cannot write the shard")
+
+
+def test_digests_file_written_and_a_full_disk_named(tmp_path):
+    import os
+
+    from fastload.store.shards import read_digests
+    w = ShardWriter(tmp_path / "shard-00000.lmdb")
+    vals = [bytes([k]) * 100 for k in range(5)]
+    for v in vals:
+        w.append(v)
+    entry = w.close()
+    assert entry.digests == "shard-00000.digests"
+    assert read_digests(tmp_path / entry.digests, 5) == [record_digest(v) for v in vals]
+    assert hashlib.blake2b(b"".join(read_digests(tmp_path / entry.digests, 5)),
+                           digest_size=32).hexdigest() == entry.blake2b
+    with pytest.raises(StoreError, match="expected 4 digests"):
+        read_digests(tmp_path / entry.digests, 4)
+    # the digests file on a full disk (/dev/full: every write fails with ENOSPC)
+    w = ShardWriter(tmp_path / "shard-00001.lmdb")
+    w.append(b"x")
+    os.symlink("/dev/full", tmp_path / "shard-00001.digests")
+    with pytest.raises(OSError) as e:
+        w.close()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "shard-00001.digests")

@@ -6,7 +6,8 @@ import pytest
 
 from fastload.cli import main as cli_main
 from fastload.record import Record
-from fastload.store import MANIFEST_NAME, Dataset, ShardHash, StoreError, encode_key, format_info, verify
+from fastload.store import (MANIFEST_NAME, Dataset, ShardHash, StoreError, encode_key, format_info,
+                            record_digest, verify)
 
 
 def _rewrite(out, shard_file, j, value, fix_manifest):
@@ -15,16 +16,18 @@ def _rewrite(out, shard_file, j, value, fix_manifest):
     with env.begin(write=True) as txn:
         txn.put(encode_key(j), value)
     env.close()
-    if fix_manifest:  # keep the checksums right so only the image decode can fail
+    if fix_manifest:  # keep the checksums (and digests files) right: only decoding can fail
         m = json.loads((out / MANIFEST_NAME).read_text())
         ds = Dataset(out)
         for s, e in enumerate(m["shards"]):
-            h, n = ShardHash(), 0
+            h, n, digests = ShardHash(), 0, []
             with ds.shard_env(s).begin() as txn:
                 for _, v in txn.cursor():
                     h.update(v)
                     n += len(v)
+                    digests.append(record_digest(v))
             e["blake2b"], e["bytes"] = h.hexdigest(), n
+            (out / e["digests"]).write_bytes(b"".join(digests))
         ds.close()
         (out / MANIFEST_NAME).write_text(json.dumps(m))
 
