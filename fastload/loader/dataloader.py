@@ -315,9 +315,14 @@ class DataLoader:
         self._generation += 1
 
     def state_dict(self) -> dict:
-        """Position in the data: resume with :meth:`load_state_dict` at the exact next batch."""
+        """Position in the data: resume with :meth:`load_state_dict` at the exact next batch.
+        ``num_samples``, ``shuffle`` and ``drop_last`` (with ``world_size`` and
+        ``batch_size``) say which plan the position is in; a loader with another one refuses
+        the state."""
         return {"seed": self.seed, "epoch": self.epoch, "batches_consumed": self._consumed,
-                "world_size": self.world_size, "batch_size": self.batch_size}
+                "world_size": self.world_size, "batch_size": self.batch_size,
+                "num_samples": len(self.dataset), "shuffle": self.shuffle,
+                "drop_last": self.drop_last}
 
     def load_state_dict(self, state: dict) -> None:
         """Make the next iteration continue epoch ``state['epoch']`` after
@@ -329,10 +334,13 @@ class DataLoader:
         for k in ("seed", "epoch", "batches_consumed"):
             if k not in state:
                 raise ValueError(f"load_state_dict: missing key {k!r}")
-        for k in ("world_size", "batch_size"):
-            if k in state and state[k] != getattr(self, k):
+        mine = {"world_size": self.world_size, "batch_size": self.batch_size,
+                "num_samples": len(self.dataset), "shuffle": self.shuffle,
+                "drop_last": self.drop_last}
+        for k, v in mine.items():  # (absent from states saved before they were added)
+            if k in state and state[k] != v:
                 raise ValueError(f"load_state_dict: state was saved with {k}={state[k]}, "
-                                 f"this loader has {getattr(self, k)}")
+                                 f"this loader has {v}: its batches are not this loader's")
         seed = _integer("load_state_dict: seed", state["seed"])
         epoch = _integer("load_state_dict: epoch", state["epoch"], lo=0)
         n = len(self)

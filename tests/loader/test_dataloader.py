@@ -141,6 +141,23 @@ def test_resume_equals_uninterrupted(blobs):
         DataLoader(blobs, batch_size=2, augment=CFG).load_state_dict(state)
 
 
+@pytest.mark.parametrize("other", [dict(num_samples=9), dict(shuffle=False),
+                                   dict(drop_last=True), dict(world_size=2)])
+def test_load_state_dict_refuses_a_state_of_another_plan(blobs, other):
+    """A position in another dataset's (or shuffle's, drop_last's) batches would resume at
+    other samples: refused, naming the key."""
+    ld = DataLoader(blobs, batch_size=3, shuffle=True, augment=CFG, num_threads=2)
+    state = ld.state_dict()
+    assert state["num_samples"] == 10 and state["shuffle"] and not state["drop_last"]
+    key = next(iter(other))
+    with pytest.raises(ValueError, match=f"state was saved with {key}=.*this loader has"):
+        ld.load_state_dict(dict(state, **other))
+    old_format = {k: state[k] for k in ("seed", "epoch", "batches_consumed", "world_size",
+                                        "batch_size")}
+    ld.load_state_dict(old_format)  # states saved before the new keys still load
+    ld.close()
+
+
 def test_set_epoch_during_an_iteration_is_refused(blobs):
     """set_epoch while batches of the running epoch are still to come would count them for
     the new epoch (state_dict would then resume the new epoch at a wrong batch): refused; the
