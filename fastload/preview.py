@@ -1,14 +1,21 @@
 """`fastload inspect`: look at what the loader feeds the model.
 
-Renders a grid of samples exactly as :class:`fastload.DataLoader` produces them (same
-seed, epoch and parameters). Each sample is two panels: the augmented image
-(denormalized) with its transformed polygons, boxes and keypoints drawn over it, and the
-same image dimmed under the CenterNet heatmap (max over classes) and, when configured,
-the semantic mask. The title names the sample index and file. ``raw=True`` renders the
-same samples with every augmentation off, for comparison.
+Renders a grid of samples exactly as :class:`fastload.DataLoader` produces them. Given a
+loader, ``render(loader)`` shows the first ``n`` samples of the epoch its next iteration
+runs, in its order (shuffle, rank), with its seed, augmentation and targets, without
+touching the loader's position; any of them can be overridden. The samples are built on the
+CPU path (:class:`fastload.TorchDataset`, the fused Numba kernel), whatever the loader's
+image backend: the backends draw no randomness of their own, so the grid is what the loader
+yields on any of them. Each sample is two panels: the augmented image (denormalized) with
+its transformed polygons, boxes and keypoints drawn over it, and the same image dimmed under
+the CenterNet heatmap (max over classes) and, when configured, the semantic mask. The title
+names the sample index and file. A sample that fails (unreadable record, corrupt image,
+...) is drawn as a tile naming the error instead of aborting the grid. ``raw=True`` renders
+the same samples with every augmentation off, for comparison.
 
     from fastload.preview import render
     img = render("data/packed", n=8, augment=AugmentConfig(out_size=(384, 384)))
+    img = render(loader, n=8)           # exactly what `loader` yields next
     img.save("grid.png")
 
 Drawing uses the continuous pixel convention of DESIGN.md: a vertex at (x, y) is drawn
@@ -17,7 +24,8 @@ boundary, not half a pixel off.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,6 +36,7 @@ PALETTE = np.array([
     (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
 ], np.uint8)
 TITLE_H = 16
+ERROR_FILL = (90, 20, 24)
 
 
 def denormalize(image, cfg) -> np.ndarray:
@@ -130,12 +139,29 @@ def heat_overlay(image: np.ndarray, heat: Optional[np.ndarray], semantic: Option
     return im.resize(size, Image.BILINEAR)
 
 
-def render_batch(batch: dict, cfg, titles: Sequence[str], tile: int = 256, cols: int = 4,
-                 heat: bool = True) -> Image.Image:
-    """Render every sample of a loader batch into one grid image."""
-    images = batch["image"]
+def _error_tile(size, message: str) -> Image.Image:
+    """A panel naming a sample's error (wrapped to the panel's width)."""
+    import textwrap
+    w, h = size
+    im = Image.new("RGB", (w, h), ERROR_FILL)
+    d = ImageDraw.Draw(im)
+    lines = textwrap.wrap(message, width=max(8, (w - 6) // 6))[: max(1, (h - 6) // 11)]
+    for k, line in enumerate(lines):
+        d.text((3, 3 + 11 * k), line, fill=(255, 225, 225))
+    return im
+
+
+def render_batch(batch: Optional[dict], cfg, titles: Sequence[str], tile: int = 256,
+                 cols: int = 4, heat: bool = True,
+                 errors: Optional[Dict[int, str]] = None) -> Image.Image:
+    """Render a loader batch into one grid image, one tile per title.
+
+    ``errors``: {grid position: message} for samples that failed, drawn as tiles naming the
+    error; ``batch`` holds the other samples, in grid order (None when all failed)."""
+    errors = errors or {}
     B = len(titles)
-    H, W = int(images.shape[2]), int(images.shape[3])
+    H, W = (int(batch["image"].shape[2]), int(batch["image"].shape[3])) if batch is not None \
+        else tuple(cfg.out_size)
     scale = tile / max(H, W)
     tw, th = round(W * scale), round(H * scale)
     panels = 2 if heat else 1
@@ -143,52 +169,106 @@ def render_batch(batch: dict, cfg, titles: Sequence[str], tile: int = 256, cols:
     rows = (B + cols - 1) // cols
     grid = Image.new("RGB", (cols * panels * tw, rows * (th + TITLE_H)), (24, 24, 24))
     d = ImageDraw.Draw(grid)
-    for b in range(B):
-        img = denormalize(images[b], cfg)
-        ov = sample_overlays(batch, b)
-        left = draw_annotations(img, ov["polygons"], ov["boxes"], ov["labels"], ov["keypoints"],
-                                ov["ignore"], scale=scale)
-        x0 = (b % cols) * panels * tw
-        y0 = (b // cols) * (th + TITLE_H)
-        grid.paste(left, (x0, y0 + TITLE_H))
-        if heat:
-            grid.paste(heat_overlay(img, ov["heatmap"], ov["semantic"], (tw, th)), (x0 + tw, y0 + TITLE_H))
-        d.text((x0 + 3, y0 + 2), titles[b][: (panels * tw) // 6], fill=(235, 235, 235))
+    b = 0  # row of the batch
+    for pos in range(B):
+        x0 = (pos % cols) * panels * tw
+        y0 = (pos // cols) * (th + TITLE_H)
+        if pos in errors:
+            grid.paste(_error_tile((panels * tw, th), errors[pos]), (x0, y0 + TITLE_H))
+        else:
+            img = denormalize(batch["image"][b], cfg)
+            ov = sample_overlays(batch, b)
+            left = draw_annotations(img, ov["polygons"], ov["boxes"], ov["labels"],
+                                    ov["keypoints"], ov["ignore"], scale=scale)
+            grid.paste(left, (x0, y0 + TITLE_H))
+            if heat:
+                grid.paste(heat_overlay(img, ov["heatmap"], ov["semantic"], (tw, th)),
+                           (x0 + tw, y0 + TITLE_H))
+            b += 1
+        d.text((x0 + 3, y0 + 2), titles[pos][: (panels * tw) // 6], fill=(235, 235, 235))
     return grid
 
 
-def render(source, n: int = 16, seed: Optional[int] = None, epoch: int = 0, augment=None,
-           raw: bool = False, targets=("centernet",), tile: int = 256, cols: int = 4,
-           shuffle: bool = False, heat: bool = True) -> Image.Image:
-    """Render ``n`` samples as the loader produces them; returns a PIL image.
+@dataclass
+class PreviewSamples:
+    """The samples of a preview: ``indices`` (dataset indices, grid order), ``titles`` (one
+    per index), ``errors`` ({grid position: the sample's exception}), ``batch`` (the batch
+    dict of the samples that did not fail, in grid order, as the loader collates it; None if
+    all failed) and ``cfg`` (the AugmentConfig they were made with)."""
+    indices: List[int]
+    titles: List[str]
+    batch: Optional[dict]
+    cfg: object
+    errors: Dict[int, BaseException] = field(default_factory=dict)
 
-    ``source``: a packed dataset path, a :class:`fastload.Dataset`, or a
-    :class:`fastload.DataLoader` (then its dataset, and its seed and augmentation unless given
-    here; ``seed`` defaults to 0 otherwise). ``targets``: what to compute and overlay.
-    ``raw``: the same samples with every augmentation off (same output size), for comparison.
-    """
+
+def preview_samples(source, n: int = 16, seed: Optional[int] = None, epoch: Optional[int] = None,
+                    augment=None, raw: bool = False, targets=None,
+                    shuffle: Optional[bool] = None) -> PreviewSamples:
+    """The first ``n`` samples of an epoch, as the loader yields them (see :func:`render`)."""
     from fastload.augment.config import AugmentConfig
-    from fastload.loader import DataLoader
+    from fastload.loader import DataLoader, EpochPlan, SampleError, TorchDataset, collate
     from fastload.store import Dataset
 
+    rank, world_size = 0, 1
     if isinstance(source, DataLoader):
         ds = source.dataset
-        augment = augment or source.augment
         seed = source.seed if seed is None else seed
+        epoch = source.epoch if epoch is None else epoch
+        augment = source.augment if augment is None else augment
+        targets = source.targets if targets is None else targets
+        shuffle = source.shuffle if shuffle is None else shuffle
+        rank, world_size = source.rank, source.world_size
     elif isinstance(source, Dataset):
         ds = source
     else:
         ds = Dataset(source)
-    seed = 0 if seed is None else seed
-    cfg = augment or AugmentConfig()
+    seed = 0 if seed is None else int(seed)
+    epoch = 0 if epoch is None else int(epoch)
+    targets = ("centernet",) if targets is None else targets
+    cfg = augment if augment is not None else AugmentConfig()
     if raw:
         cfg = AugmentConfig.off(out_size=cfg.out_size, keep_aspect=cfg.keep_aspect, mean=cfg.mean,
                                 std=cfg.std, dtype=cfg.dtype)
-    n = max(1, min(int(n), len(ds)))
-    loader = DataLoader(ds, batch_size=n, shuffle=shuffle, seed=seed, augment=cfg,
-                        targets=list(targets), device="cpu")
-    loader.set_epoch(epoch)
-    batch = next(iter(loader))
-    idx = _np(batch["index"]).tolist()
-    titles = [f"#{i} {ds[i].file_name}" for i in idx]
-    return render_batch(batch, cfg, titles, tile=tile, cols=cols, heat=heat)
+    plan = EpochPlan(len(ds), 1, seed=seed, epoch=epoch, shuffle=bool(shuffle), rank=rank,
+                     world_size=world_size)
+    indices = [int(i) for i in plan.indices()[:max(1, int(n))]]
+    tds = TorchDataset(ds, augment=cfg, targets=targets, seed=seed)
+    tds.set_epoch(epoch)
+    titles, good, errors = [], [], {}
+    for pos, i in enumerate(indices):
+        try:
+            good.append(tds[i])
+            titles.append(f"#{i} {ds[i].file_name}")
+        except SampleError as e:
+            errors[pos] = e
+            titles.append(f"#{i} {e.file_name} FAILED" if e.sample_id is not None
+                          else f"#{i} unreadable record")
+    batch = collate(good) if good else None
+    return PreviewSamples(indices, titles, batch, cfg, errors)
+
+
+def render_preview(p: PreviewSamples, tile: int = 256, cols: int = 4,
+                   heat: bool = True) -> Image.Image:
+    """Draw :func:`preview_samples`' result as a grid."""
+    errors = {pos: str(e).removeprefix("fastload: ") for pos, e in p.errors.items()}
+    return render_batch(p.batch, p.cfg, p.titles, tile=tile, cols=cols, heat=heat, errors=errors)
+
+
+def render(source, n: int = 16, seed: Optional[int] = None, epoch: Optional[int] = None,
+           augment=None, raw: bool = False, targets=None, tile: int = 256, cols: int = 4,
+           shuffle: Optional[bool] = None, heat: bool = True) -> Image.Image:
+    """Render ``n`` samples as the loader produces them; returns a PIL image.
+
+    ``source``: a :class:`fastload.DataLoader` (its dataset, and unless given here its
+    seed, the epoch its next iteration runs, its augmentation, targets, shuffle and rank:
+    the grid is the first ``n`` samples that loader yields, on any image backend; the loader
+    itself is not iterated), a :class:`fastload.Dataset` or a packed dataset path (then
+    ``seed`` 0, ``epoch`` 0, ``AugmentConfig()``, ``targets=("centernet",)``, no shuffle
+    unless given). ``targets``: what to compute and overlay. ``raw``: the same samples with
+    every augmentation off (same output size), for comparison. A sample that fails is drawn
+    as a tile naming its error (:func:`preview_samples` gives them as exceptions).
+    """
+    return render_preview(preview_samples(source, n=n, seed=seed, epoch=epoch, augment=augment,
+                                          raw=raw, targets=targets, shuffle=shuffle),
+                          tile=tile, cols=cols, heat=heat)

@@ -124,7 +124,16 @@ class CpuAugmenter:
         self.dtype = output_numpy_dtype(cfg.dtype)
         self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fastload-cpu") \
             if self.num_threads > 1 else None
+        self._pid = os.getpid()  # threads do not survive a fork: see _live_pool
         self._local = threading.local()
+
+    def _live_pool(self):
+        """The pool of this process: a forked child builds its own (the parent's threads are
+        not in the child, so tasks given to the inherited pool would never run)."""
+        if self._pool is not None and self._pid != os.getpid():
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fastload-cpu")
+            self._pid = os.getpid()
+        return self._pool
 
     def _scratch(self) -> dict:
         s = getattr(self._local, "scratch", None)
@@ -148,11 +157,12 @@ class CpuAugmenter:
         elif out.shape != (B, 3, H, W) or out.dtype != self.dtype or not out.flags.c_contiguous:
             raise ValueError(f"out: expected a C-contiguous ({B}, 3, {H}, {W}) {self.dtype} array, "
                              f"got {out.dtype} {out.shape}")
-        if self._pool is None or B == 1:
+        pool = self._live_pool()
+        if pool is None or B == 1:
             for b in range(B):
                 self._one(images_or_encoded[b], params_list[b], out[b], b, names)
         else:
-            futs = [self._pool.submit(self._one, images_or_encoded[b], params_list[b], out[b], b, names)
+            futs = [pool.submit(self._one, images_or_encoded[b], params_list[b], out[b], b, names)
                     for b in range(B)]
             for f in futs:
                 f.result()
@@ -168,7 +178,8 @@ class CpuAugmenter:
 
     def close(self):
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            if self._pid == os.getpid():  # (a forked child has no threads of it to stop)
+                self._pool.shutdown(wait=True)
             self._pool = None
 
     def __enter__(self):
@@ -179,7 +190,7 @@ class CpuAugmenter:
 
     def __del__(self):  # pragma: no cover
         try:
-            if self._pool is not None:
+            if self._pool is not None and self._pid == os.getpid():
                 self._pool.shutdown(wait=False)
         except Exception:
             pass

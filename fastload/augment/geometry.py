@@ -10,7 +10,7 @@ float32 (3, 3) source->output matrix (:class:`fastload.augment.params.SamplePara
         part_offsets: np.ndarray      # int32 (n_parts + 1,)
         inst_parts: np.ndarray        # int32 (n + 1,)
         labels: np.ndarray            # int32 (n,)
-        boxes: np.ndarray             # float32 (n, 4) tight x1,y1,x2,y2 of the clipped parts
+        boxes: np.ndarray             # float32 (n, 4) tight x1,y1,x2,y2 of the visible parts
         ignore: np.ndarray            # bool (n,)
         keypoints: np.ndarray | None  # float32 (n, K, 3); outside the frame -> visibility 0;
                                       # left/right swapped by flip_pairs on a mirror
@@ -19,17 +19,20 @@ float32 (3, 3) source->output matrix (:class:`fastload.augment.params.SamplePara
 Rules (both the Numba kernel and the plain reference implement them):
 
 - every vertex is moved by the matrix (float64 arithmetic, stored float32);
-- each polygon part is clipped to the frame [0, W] x [0, H] by Sutherland-Hodgman (a
-  concave part may come out with zero-width "bridges" along the frame border; they
-  cover no pixel center and add no area); parts left with < 3 vertices or zero area are
-  dropped;
+- each polygon part is clipped to the frame [0, W] x [0, H] (:mod:`fastload.augment.clip`):
+  Sutherland-Hodgman, then the zero-width bridges and spikes it leaves along the border
+  when a concave part is cut more than once are cancelled, which may split the part into
+  several visible pieces (each one part of the instance); pieces left with < 3 vertices
+  or zero area are dropped. So the parts are the visible region and nothing else: boxes
+  and centers taken from their vertices are those of what is visible;
 - areas are |shoelace| per part, summed per instance (overlapping parts of one instance
   count twice; COCO multi-polygons rarely overlap);
 - an instance is kept when its visible (clipped) area is > 0 and >= ``min_visible`` x its
   transformed (unclipped) area; an ignore region is kept when any of it is visible;
 - an instance without polygon parts (box-only annotations) uses its record bbox, moved
   as a 4-corner polygon, for the decision and the box, and stays without parts;
-- ``boxes`` are the tight min/max of the clipped parts (``fastload.targets.boxes.vertex_box``);
+- ``boxes`` are the tight min/max of the visible parts' vertices
+  (``fastload.targets.boxes.vertex_box``): the extent of the visible region;
 - keypoints are moved by the matrix; a keypoint whose moved position is outside the
   half-open frame [0, W) x [0, H), or whose visibility was 0, gets visibility 0 and
   (x, y) = (0, 0) (the COCO way of writing "not labeled");
@@ -48,6 +51,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numba import njit
 
+from fastload.augment.clip import (clean_ring, clip_polygon_reference, clip_rect,
+                                   has_zero_width_border, ring_area)
 from fastload.record import FLAG_IGNORE, Record
 from fastload.targets.boxes import vertex_box
 
@@ -76,70 +81,6 @@ class TransformedInstances:
 
 
 # ----------------------------------------------------------------------------- kernels
-@njit(nogil=True, cache=True)
-def _clip_half(src, m, dst, axis, bound, keep_ge):
-    """One Sutherland-Hodgman stage: keep the side coord[axis] >= bound (keep_ge) or <= bound.
-
-    ``src`` rows 0..m-1 are the input polygon; writes into ``dst`` (capacity >= 2*m);
-    returns the output vertex count. Intersection points get exactly ``bound``."""
-    if m == 0:
-        return 0
-    k = 0
-    px = src[m - 1, 0]
-    py = src[m - 1, 1]
-    pv = px if axis == 0 else py
-    pin = pv >= bound if keep_ge else pv <= bound
-    for i in range(m):
-        cx = src[i, 0]
-        cy = src[i, 1]
-        cv = cx if axis == 0 else cy
-        cin = cv >= bound if keep_ge else cv <= bound
-        if cin != pin:
-            t = (bound - pv) / (cv - pv)
-            if axis == 0:
-                dst[k, 0] = bound
-                dst[k, 1] = py + t * (cy - py)
-            else:
-                dst[k, 0] = px + t * (cx - px)
-                dst[k, 1] = bound
-            k += 1
-        if cin:
-            dst[k, 0] = cx
-            dst[k, 1] = cy
-            k += 1
-        px = cx
-        py = cy
-        pv = cv
-        pin = cin
-    return k
-
-
-@njit(nogil=True, cache=True)
-def _area(a, m):
-    s = 0.0
-    for i in range(m):
-        j = i + 1 if i + 1 < m else 0
-        s += a[i, 0] * a[j, 1] - a[j, 0] * a[i, 1]
-    return abs(s) * 0.5
-
-
-@njit(nogil=True, cache=True)
-def _clip_rect(poly, w, h):
-    """Clip float64 (m, 2) ``poly`` to [0, w] x [0, h]; returns (array, count)."""
-    m = poly.shape[0]
-    a = np.empty((2 * m + 2, 2), np.float64)
-    a[:m] = poly
-    b = np.empty((4 * m + 4, 2), np.float64)
-    m = _clip_half(a, m, b, 0, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 0, w, False)
-    b = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(a, m, b, 1, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 1, h, False)
-    return a, m
-
-
 @njit(nogil=True, cache=True)
 def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat, w, h,
                            min_visible):
@@ -187,25 +128,39 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
                     poly[i, 1] = m10 * x + m11 * y + m12
                 if m < 3:
                     continue
-                area_t += _area(poly, m)
-                c, mc = _clip_rect(poly, w, h)
+                area_t += ring_area(poly, m)
+                c, mc = clip_rect(poly, w, h)
                 if mc < 3:
                     continue
-                av = _area(c, mc)
-                if av <= 0.0:
-                    continue
-                area_v += av
-                if q + mc > cap:
-                    cap = 2 * (q + mc)
-                    grown = np.empty((cap, 2), np.float32)
-                    grown[:q] = out[:q]
-                    out = grown
-                for i in range(mc):
-                    out[q + i, 0] = np.float32(c[i, 0])
-                    out[q + i, 1] = np.float32(c[i, 1])
-                q += mc
-                np_out += 1
-                out_poff[np_out] = q
+                if has_zero_width_border(c, mc, w, h):  # a concave part cut more than once
+                    c, pieces = clean_ring(c, mc, w, h)
+                else:
+                    pieces = np.empty(2, np.int64)
+                    pieces[0] = 0
+                    pieces[1] = mc
+                for r in range(pieces.shape[0] - 1):
+                    ps = pieces[r]
+                    pn = pieces[r + 1] - ps
+                    piece = c[ps:ps + pn]
+                    av = ring_area(piece, pn)
+                    if av <= 0.0:
+                        continue
+                    area_v += av
+                    if q + pn > cap:
+                        cap = 2 * (q + pn)
+                        grown = np.empty((cap, 2), np.float32)
+                        grown[:q] = out[:q]
+                        out = grown
+                    for i in range(pn):
+                        out[q + i, 0] = np.float32(piece[i, 0])
+                        out[q + i, 1] = np.float32(piece[i, 1])
+                    q += pn
+                    np_out += 1
+                    if np_out >= out_poff.shape[0]:
+                        more = np.empty(2 * out_poff.shape[0], np.int32)
+                        more[:np_out] = out_poff[:np_out]
+                        out_poff = more
+                    out_poff[np_out] = q
             if q > q_start:  # float32 rounding is monotonic: same box as in float64
                 x1, y1, x2, y2 = vertex_box(out, q_start, q)
         else:
@@ -220,10 +175,10 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
             for i in range(4):
                 poly[i, 0] = m00 * cx[i] + m01 * cy[i] + m02
                 poly[i, 1] = m10 * cx[i] + m11 * cy[i] + m12
-            area_t = _area(poly, 4)
-            c, mc = _clip_rect(poly, w, h)
+            area_t = ring_area(poly, 4)
+            c, mc = clip_rect(poly, w, h)  # convex: no zero-width border edges
             if mc >= 3:
-                area_v = _area(c, mc)
+                area_v = ring_area(c, mc)
                 x1, y1, x2, y2 = vertex_box(c, 0, mc)
         is_ignore = (flags[k] & 1) != 0
         ok = area_v > 0.0 and (is_ignore or area_v >= min_visible * area_t)
@@ -242,40 +197,7 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
         keep[:nk].copy(), boxes[:nk].copy()
 
 
-@njit(nogil=True, cache=True)
-def clip_polygon(poly, w, h):
-    """Clip one float (m, 2) polygon to [0, w] x [0, h] (Sutherland-Hodgman); float64 (k, 2)."""
-    c, m = _clip_rect(poly.astype(np.float64), np.float64(w), np.float64(h))
-    return c[:m].copy()
-
-
 # --------------------------------------------------------------------------- reference
-def clip_polygon_reference(poly, w, h):
-    """Plain-Python Sutherland-Hodgman against x >= 0, x <= w, y >= 0, y <= h (that order)."""
-    pts = [(float(x), float(y)) for x, y in np.asarray(poly, np.float64)]
-    for axis, bound, keep_ge in ((0, 0.0, True), (0, float(w), False), (1, 0.0, True),
-                                 (1, float(h), False)):
-        if not pts:
-            break
-
-        def inside(p):
-            return p[axis] >= bound if keep_ge else p[axis] <= bound
-
-        out = []
-        prev = pts[-1]
-        for cur in pts:
-            if inside(cur) != inside(prev):
-                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
-                ix = prev[0] + t * (cur[0] - prev[0])
-                iy = prev[1] + t * (cur[1] - prev[1])
-                out.append((bound, iy) if axis == 0 else (ix, bound))
-            if inside(cur):
-                out.append(cur)
-            prev = cur
-        pts = out
-    return np.array(pts, np.float64).reshape(-1, 2)
-
-
 def _shoelace(p):
     p = np.asarray(p, np.float64)
     if len(p) < 3:
@@ -369,18 +291,19 @@ def transform_instances_reference(record: Record, params, out_size: Tuple[int, i
                 if len(mp) < 3:
                     continue
                 area_t += _shoelace(mp)
-                c = clip_polygon_reference(mp, out_w, out_h)
-                a = _shoelace(c)
-                if len(c) < 3 or a <= 0:
-                    continue
-                area_v += a
-                parts.append(c)
+                for c in clip_polygon_reference(mp, out_w, out_h):
+                    a = _shoelace(c)
+                    if a <= 0:
+                        continue
+                    area_v += a
+                    parts.append(c)
             allp = np.concatenate(parts) if parts else np.zeros((0, 2))
         else:
             b = np.asarray(inst.bbox, np.float64)
             corners = move([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]])
             area_t = _shoelace(corners)
-            allp = clip_polygon_reference(corners, out_w, out_h)
+            pieces = clip_polygon_reference(corners, out_w, out_h)  # convex: one piece at most
+            allp = pieces[0] if pieces else np.zeros((0, 2))
             area_v = _shoelace(allp) if len(allp) >= 3 else 0.0
         if not (area_v > 0 and (inst.ignore or area_v >= min_visible * area_t)):
             continue

@@ -7,7 +7,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="render a grid of samples as the loader produces them",
                        description="Render a grid of samples exactly as fastload.DataLoader produces "
                                    "them (same seed, epoch and augmentation), with transformed polygons, "
-                                   "boxes, keypoints and the CenterNet heatmap drawn over them.")
+                                   "boxes, keypoints and the CenterNet heatmap drawn over them. A sample "
+                                   "that fails is drawn as a tile naming its error (and listed).")
     p.add_argument("dataset", help="packed dataset directory")
     p.add_argument("--augment", metavar="CONFIG", help="AugmentConfig as .json or .yaml (default: AugmentConfig())")
     p.add_argument("--seed", type=int, default=0)
@@ -24,12 +25,15 @@ def add_parser(sub) -> None:
 
 
 def _main(args) -> int:
-    from fastload.preview import render
+    from fastload.preview import preview_samples, render_preview
     from fastload.augment.config import AugmentConfig
     cfg = AugmentConfig.from_file(args.augment) if args.augment else AugmentConfig()
     targets = tuple(t for t in args.targets.split(",") if t)
-    img = render(args.dataset, n=args.n, seed=args.seed, epoch=args.epoch, augment=cfg, raw=args.raw,
-                 targets=targets, tile=args.tile, cols=args.cols, shuffle=args.shuffle)
+    samples = preview_samples(args.dataset, n=args.n, seed=args.seed, epoch=args.epoch,
+                              augment=cfg, raw=args.raw, targets=targets, shuffle=args.shuffle)
+    img = render_preview(samples, tile=args.tile, cols=args.cols)
     img.save(args.out)
     print(f"wrote {args.out} ({img.width}x{img.height})")
+    for pos in sorted(samples.errors):  # drawn as tiles; said here too
+        print(f"  {samples.errors[pos]}")
     return 0

@@ -14,8 +14,9 @@ Data flow of one batch (DESIGN.md)::
 :class:`Producer` (a daemon thread, handed the stages as a :class:`BatchMaker`) builds
 batches ``prefetch`` ahead into a bounded queue while the training loop consumes, across
 epoch boundaries; :class:`DataLoader` holds the configuration, the position (one
-:class:`EpochPlan`) and the resources. Everything is a thread (no worker processes): no
-fork, no copy-on-read growth. Coordinates in the batch dict are continuous output pixel
+:class:`EpochPlan`) and the resources (pool, backend, producer slot: ``resources``).
+Everything is a thread (no worker processes): no copy-on-read growth; a process that forks
+gets its own threads on its first use of the loader. Coordinates in the batch dict are continuous output pixel
 coordinates (pixel (i, j) covers [j, j+1) x [i, i+1)), see DESIGN.md.
 """
 from .collate import INSTANCE_KEYS, PAD_VALUES, collate

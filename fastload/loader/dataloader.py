@@ -8,18 +8,22 @@ the producer never sees the DataLoader. The consumer side (:class:`_EpochIterato
 batches off the producer's queue, counts them and hands them to the training stream.
 
 Lifetime, one mechanism: everything that must be released (the pool, the backend, the one
-producer slot) is in :class:`_Resources`, which alone starts and stops threads and is closed
+producer slot) is in :class:`~.resources.Resources`, which alone starts and stops threads and is closed
 by the loader's one ``weakref.finalize`` (``close()``, deletion, interpreter exit). An
 iterator is a lease on the slot, returned when it is exhausted, closed, or dropped (a weak
 reference whose callback the resources own).
+
+Fork: threads do not survive ``fork()`` (a pool whose threads are gone takes tasks nobody
+runs), and a lock one of them held stays held in the child. The resources remember the
+process that made them; in another process they are never touched again (closing them there
+does nothing), and the loader builds fresh ones from the same stages on its next use
+(:meth:`DataLoader._live_resources`): the child iterates like the parent would, and an
+iterator carried over a fork goes on from its next batch.
 """
 from __future__ import annotations
 
-import itertools
 import os
-import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Optional
 
@@ -29,18 +33,14 @@ import torch
 from fastload.augment.config import AugmentConfig
 from fastload.targets.specs import resolve_targets
 
-from .backends import BackendContext, check_backend, create_backend, default_backend
-from .batch import BatchMaker
+from .backends import BackendContext, check_backend, default_backend
 from .device import DeviceStage
 from .producer import Producer
+from .resources import Resources
 from .sample import SampleBuilder, dataset_info, open_dataset
 from .sampling import EpochPlan, detect_distributed
 
 __all__ = ["DataLoader"]
-
-#: how long closing waits for a producer to finish the call it is in (it is a daemon)
-_JOIN_S = 5.0
-_NUMBERS = itertools.count()
 
 _REFUSED = {
     "num_workers": (0, "fastload uses threads, not worker processes: pass num_threads=N "
@@ -86,6 +86,18 @@ def _torch_keywords(torch_kwargs: dict, prefetch: int, seed: int):
     return prefetch, seed, timeout
 
 
+def _integer(name: str, value, lo: Optional[int] = None, hi: Optional[int] = None,
+             why: str = "") -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` (a bool, a float or anything
+    outside [lo, hi] is refused, never rounded or clamped)."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return int(value)
+    rng = (f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}") if lo is not None else ""
+    raise ValueError(f"fastload: {name} must be an integer{rng}, got {value!r}"
+                     + (f" ({why})" if why else ""))
+
+
 def _resolve_device(device, local_rank: int, world_size: int) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,147 +114,46 @@ def _resolve_device(device, local_rank: int, world_size: int) -> torch.device:
     return dev
 
 
-class _Resources:
-    """What a DataLoader owns that must be released: the thread pool, the image backend
-    (built on the first iteration, with the seed of that moment as DALI's noise seed) and
-    the one producer slot. The only code that starts or stops producer threads: a new one
-    starts only after the previous one has ended, so a timed-out producer never overlaps the
-    next. Holds no reference to the DataLoader. Nothing waits while holding the lock (threads
-    are started and joined outside it), since the finalizer and the lease callback may run
-    in any thread, whenever the garbage collector runs."""
-
-    def __init__(self, builder: SampleBuilder, device: DeviceStage, backend: str,
-                 backend_ctx: BackendContext, on_error: str):
-        number = next(_NUMBERS)  # names this loader's threads (see close())
-        self._pool_name, self._producer_name = f"fastload-pool-{number}", f"fastload-producer-{number}"
-        self.pool = ThreadPoolExecutor(backend_ctx.num_threads, thread_name_prefix=self._pool_name)
-        self._builder, self._device, self._on_error = builder, device, on_error
-        self._backend_name, self._backend_ctx = backend, replace(backend_ctx, pool=self.pool)
-        self.backend = None
-        self._maker: Optional[BatchMaker] = None
-        self.producer: Optional[Producer] = None  # the running one, or the last one (stopped)
-        self.parked = False  # the producer finished an epoch and prefetches the next one
-        self._lease = None   # weak reference to the iterator consuming the producer
-        self.closed = False
-        self._lock = threading.RLock()
-
-    def _stages(self, seed: int) -> BatchMaker:
-        if self._maker is None:
-            self.backend = create_backend(self._backend_name, replace(self._backend_ctx, seed=seed))
-            self._maker = BatchMaker(self._builder, self.backend, self._device, self.pool,
-                                     self._on_error)
-        return self._maker
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise RuntimeError("fastload: this DataLoader is closed")
-
-    def start(self, plan: EpochPlan, start: int, prefetch: int, wait_s: Optional[float]) -> Producer:
-        """A producer delivering ``plan`` from batch ``start``: the parked one when it is
-        exactly there, else a new one once the previous one has ended (waiting up to
-        ``wait_s`` s, None: no limit; ``TimeoutError`` if it is still busy)."""
-        with self._lock:
-            self._check_open()
-            p = self.producer
-            self.parked, was_parked, self._lease = False, self.parked, None
-            if (p is not None and was_parked and not p.stopped and p.alive and start == 0
-                    and p.delivers == plan):
-                return p
-            if p is not None:
-                p.stop()
-        if p is not None and not p.join(wait_s):
-            raise TimeoutError(
-                f"fastload: the previous producer is still busy after {wait_s} s (stuck in a "
-                "read or a kernel); not starting a second one next to it")
-        new = Producer(self._stages(plan.seed), plan, start, prefetch, name=self._producer_name)
-        with self._lock:
-            self.producer = new
-            if self.closed:
-                new.stop()
-                self._check_open()
-        return new
-
-    def lease(self, producer: Producer, iterator) -> None:
-        """``iterator`` consumes ``producer``; dropping it mid-epoch stops the producer."""
-        with self._lock:
-            if producer is self.producer:
-                self._lease = weakref.ref(iterator, self._lease_dropped)
-
-    def _lease_dropped(self, ref) -> None:
-        with self._lock:
-            p = self.producer if ref is self._lease else None
-            if p is not None:
-                p.stop()
-                self._lease = None
-        if p is not None and not self._in_own_thread():  # (the producer may wait on this thread)
-            p.join(_JOIN_S)
-
-    def park(self, producer: Producer, plan: EpochPlan) -> None:
-        """The epoch ``producer`` delivered has ended: keep it prefetching ``plan``."""
-        with self._lock:
-            if producer is self.producer and not producer.stopped:
-                producer.delivers, producer.start = plan, 0
-                self.parked, self._lease = True, None
-            else:
-                producer.stop()
-
-    def release(self, producer: Producer, join_s: Optional[float] = _JOIN_S) -> None:
-        """The iterator of ``producer`` is done with it: stop it unless it is parked; wait
-        up to ``join_s`` s for it (0: do not wait; the next start() will)."""
-        with self._lock:
-            if producer is self.producer and self.parked:
-                return
-            producer.stop()
-            if producer is self.producer:
-                self._lease = None
-        if join_s:
-            producer.join(join_s)
-
-    def close(self) -> None:
-        """Stop the producer, then the pool, then the backend (idempotent).
-
-        The loader's finalizer calls this whenever the garbage collector frees the loader,
-        in whatever thread triggered the collection. When that is one of this loader's own
-        threads, it may be inside the pool's own lock (``ThreadPoolExecutor.submit``
-        allocates while holding it) or be the thread to wait for: the waiting part is then
-        left to a short-lived thread instead of deadlocking."""
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            p, self._lease = self.producer, None
-            if p is not None:
-                p.stop()
-        if self._in_own_thread():
-            threading.Thread(target=self._finish_close, args=(p,), name="fastload-close",
-                             daemon=True).start()
-        else:
-            self._finish_close(p)
-
-    def _in_own_thread(self) -> bool:
-        name = threading.current_thread().name
-        return name == self._producer_name or name.startswith(self._pool_name + "_")
-
-    def _finish_close(self, p: Optional[Producer]) -> None:
-        if p is not None:
-            p.join(_JOIN_S)
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.backend is not None:
-            self.backend.close()
-
-
 class _EpochIterator:
     """Iterator over one epoch (the consumer side). ``close()``, an exception or dropping it
     mid-epoch stops its producer; an epoch run to its end leaves the producer running on the
-    next epoch (parked in the loader's resources)."""
+    next epoch (parked in the loader's resources). Carried over a fork, it goes on from its
+    next batch with a producer of the child."""
 
-    def __init__(self, loader: "DataLoader", producer: Producer, plan: EpochPlan):
+    def __init__(self, loader: "DataLoader", producer: Producer, plan: EpochPlan, start: int):
         self._loader = loader  # like torch: a live iterator keeps its loader alive
         self._resources = loader._resources
         self._producer, self._plan = producer, plan
+        self._next = start  # the batch of the plan this iterator delivers next
+        self.generation = loader._generation
         self._n = len(plan)
         self._timeout = loader.timeout
         self._done = False
+
+    @property
+    def active(self) -> bool:
+        """Still delivering batches (not exhausted, closed or stopped)."""
+        return not self._done
+
+    @property
+    def remaining(self) -> int:
+        """Batches of the epoch not delivered yet."""
+        return self._n - self._next
+
+    @property
+    def epoch(self) -> int:
+        return self._plan.epoch
+
+    def _follow_fork(self) -> None:
+        """This iterator was made in the parent of a fork: go on from its next batch with a
+        producer of this process (unless a newer iteration took over meanwhile)."""
+        if not self._loader._is_current(self):
+            self._done = True
+            return
+        self._resources = self._loader._live_resources()
+        self._producer = self._resources.start(self._plan, self._next, self._loader.prefetch,
+                                               wait_s=None)
+        self._resources.lease(self._producer, self)
 
     def __iter__(self):
         return self
@@ -252,6 +163,8 @@ class _EpochIterator:
 
     def __next__(self):
         while True:
+            if not self._done and not self._resources.in_this_process():
+                self._follow_fork()
             if self._done:
                 raise StopIteration
             try:
@@ -271,14 +184,15 @@ class _EpochIterator:
             kind, epoch, k, item = got
             if kind == "end":
                 self._done = True
-                self._loader._epoch_finished(self._plan)
+                self._loader._epoch_finished(self)
                 self._resources.park(self._producer, self._plan.next_epoch())
                 raise StopIteration
             if kind == "error":
                 self.close()
                 raise item
             payload, skips = item
-            self._loader._delivered(k, payload, skips)
+            self._next = k + 1
+            self._loader._delivered(self, k, payload, skips)
             if payload is None:  # every sample of this batch was skipped
                 continue
             return DeviceStage.hand_off(*payload)
@@ -372,8 +286,10 @@ class DataLoader:
         device_stage = DeviceStage(self.device, augment.dtype, augment.out_size, builder.fixed_shapes)
         ctx = BackendContext(augment, batch_size=self.batch_size, num_threads=self.num_threads,
                              device=self.device)
-        self._resources = _Resources(builder, device_stage, self.backend, ctx, on_error)
+        self._resources = Resources(builder, device_stage, self.backend, ctx, on_error)
         self._finalizer = weakref.finalize(self, self._resources.close)
+        self._current = None  # weak reference to the iterator of the latest iteration
+        self._generation = 0  # bumped when set_epoch / load_state_dict move the position
 
     # ---------------------------------------------------------------- the plan's fields
     seed = property(lambda self: self._plan.seed, doc="Seed of the order and the augmentation.")
@@ -387,45 +303,103 @@ class DataLoader:
         return len(self._plan)
 
     def set_epoch(self, epoch: int) -> None:
-        """Run epoch ``epoch`` next (its order and augmentation come from (seed, epoch))."""
+        """Run epoch ``epoch`` next (its order and augmentation come from (seed, epoch)).
+
+        Call it between epochs: while an iterator of this loader still has batches to
+        deliver it raises ``RuntimeError`` (the batches in flight belong to the running
+        epoch; exhaust, ``close()`` or drop that iterator first)."""
+        epoch = _integer("set_epoch: epoch", epoch, lo=0)
+        self._check_between_iterations(f"set_epoch({epoch})")
         self._plan = self._plan.with_epoch(epoch)
         self._consumed = self._resume = 0
+        self._generation += 1
 
     def state_dict(self) -> dict:
-        """Position in the data: resume with :meth:`load_state_dict` at the exact next batch."""
+        """Position in the data: resume with :meth:`load_state_dict` at the exact next batch.
+        ``num_samples``, ``shuffle`` and ``drop_last`` (with ``world_size`` and
+        ``batch_size``) say which plan the position is in; a loader with another one refuses
+        the state."""
         return {"seed": self.seed, "epoch": self.epoch, "batches_consumed": self._consumed,
-                "world_size": self.world_size, "batch_size": self.batch_size}
+                "world_size": self.world_size, "batch_size": self.batch_size,
+                "num_samples": len(self.dataset), "shuffle": self.shuffle,
+                "drop_last": self.drop_last}
 
     def load_state_dict(self, state: dict) -> None:
         """Make the next iteration continue epoch ``state['epoch']`` after
-        ``state['batches_consumed']`` batches, with identical content."""
+        ``state['batches_consumed']`` batches, with identical content.
+
+        ``batches_consumed`` must be in [0, len(loader)] (``len(loader)``: the epoch has run
+        to its last batch), else ``ValueError``: a position outside the epoch would replay or
+        skip batches. Like :meth:`set_epoch`, not while an iteration is running."""
         for k in ("seed", "epoch", "batches_consumed"):
             if k not in state:
                 raise ValueError(f"load_state_dict: missing key {k!r}")
-        for k in ("world_size", "batch_size"):
-            if k in state and state[k] != getattr(self, k):
+        mine = {"world_size": self.world_size, "batch_size": self.batch_size,
+                "num_samples": len(self.dataset), "shuffle": self.shuffle,
+                "drop_last": self.drop_last}
+        for k, v in mine.items():  # (absent from states saved before they were added)
+            if k in state and state[k] != v:
                 raise ValueError(f"load_state_dict: state was saved with {k}={state[k]}, "
-                                 f"this loader has {getattr(self, k)}")
-        self._plan = replace(self._plan, seed=int(state["seed"]), epoch=int(state["epoch"]))
-        self._consumed = self._resume = int(state["batches_consumed"])
+                                 f"this loader has {v}: its batches are not this loader's")
+        seed = _integer("load_state_dict: seed", state["seed"])
+        epoch = _integer("load_state_dict: epoch", state["epoch"], lo=0)
+        n = len(self)
+        consumed = _integer("load_state_dict: batches_consumed", state["batches_consumed"], lo=0,
+                            hi=n, why=f"this loader has {n} batches per epoch: {len(self.dataset)} "
+                                      f"samples, batch_size={self.batch_size}, world_size="
+                                      f"{self.world_size}, drop_last={self.drop_last}")
+        self._check_between_iterations("load_state_dict")
+        self._plan = replace(self._plan, seed=seed, epoch=epoch)
+        self._consumed = self._resume = consumed
+        self._generation += 1
 
     def __iter__(self) -> _EpochIterator:
-        start = min(self._resume, len(self))
-        producer = self._resources.start(self._plan, start, self.prefetch,
-                                         wait_s=self.timeout or None)
+        resources = self._live_resources()
+        start = self._resume
+        producer = resources.start(self._plan, start, self.prefetch, wait_s=self.timeout or None)
         self._resume, self._consumed = 0, start
-        it = _EpochIterator(self, producer, self._plan)
-        self._resources.lease(producer, it)
+        it = _EpochIterator(self, producer, self._plan, start)
+        self._current = weakref.ref(it)
+        resources.lease(producer, it)
         return it
 
     def close(self) -> None:
         """Stop the running iteration, the producer and the thread pool, and release the
         image backend (also done on deletion and at interpreter exit)."""
+        self._live_resources()
         self._finalizer()
 
+    # ---------------------------------------------------------------- position and process
+    def _is_current(self, it: _EpochIterator) -> bool:
+        """``it`` is the latest iteration and the position has not been moved since."""
+        return (self._current is not None and self._current() is it
+                and it.generation == self._generation)
+
+    def _check_between_iterations(self, what: str) -> None:
+        it = self._current() if self._current is not None else None
+        if it is not None and it.active and it.remaining > 0:
+            raise RuntimeError(
+                f"fastload: {what} called while an iteration of epoch {it.epoch} is running "
+                f"({it.remaining} of its {len(it)} batches not delivered yet); call it between "
+                "epochs, or close() / drop that iterator first")
+
+    def _live_resources(self) -> Resources:
+        """The resources of this process: after a fork, the child's first use builds its own
+        from the same stages (the parent's threads did not survive the fork) and leaves the
+        parent's untouched."""
+        r = self._resources
+        if not r.in_this_process():
+            self._finalizer.detach()
+            fresh = r.for_forked_child()
+            if r.closed:
+                fresh.close()
+            self._resources = fresh
+            self._finalizer = weakref.finalize(self, fresh.close)
+        return self._resources
+
     # ---------------------------------------------------------------- consumer callbacks
-    def _delivered(self, k: int, payload, skips) -> None:
-        """Batch ``k`` of the current epoch reached the loop (payload None: all skipped):
+    def _delivered(self, it: _EpochIterator, k: int, payload, skips) -> None:
+        """Batch ``k`` of ``it``'s epoch reached the loop (payload None: all skipped):
         stats count what the loop has been handed, not what was prefetched."""
         st = self.stats
         if skips:
@@ -437,10 +411,13 @@ class DataLoader:
         else:
             st["batches"] += 1
             st["samples"] += int(payload[0]["index"].shape[0])
-        self._consumed = k + 1
+        if it.generation == self._generation:
+            self._consumed = k + 1
 
-    def _epoch_finished(self, plan: EpochPlan) -> None:
-        """The epoch of ``plan`` ran to its end: advance (unless set_epoch moved elsewhere)."""
-        if self._plan.epoch == plan.epoch:
+    def _epoch_finished(self, it: _EpochIterator) -> None:
+        """``it``'s epoch ran to its end: advance, unless set_epoch / load_state_dict moved
+        the position since ``it`` started."""
+        if it.generation == self._generation:
             self._plan = self._plan.next_epoch()
             self._consumed = self._resume = 0
+            self._generation += 1

@@ -1,10 +1,10 @@
-"""Annotation geometry: Numba kernels vs the plain references, clipping, dropping, keypoints."""
+"""Annotation geometry: Numba kernels vs the plain references, dropping, keypoints (clipping:
+test_clip.py)."""
 import numpy as np
 import pytest
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.geometry import (clip_polygon, clip_polygon_reference, transform_instances,
-                                       transform_instances_reference)
+from fastload.augment.geometry import transform_instances, transform_instances_reference
 from fastload.augment.params import SampleParams, compose_matrix, sample_params
 from fastload.record import Instance, Record
 from fastload.synth.scenes import FLIP_PAIRS, make_scene
@@ -25,30 +25,6 @@ def _record_from_scene(scene, ignore_every=0):
 def _params(matrix, hflip=False, vflip=False):
     return SampleParams(matrix=np.asarray(matrix, np.float32), hflip=hflip, vflip=vflip,
                         hue_deg=0.0, noise_sigma=0.0, noise_seed=0)
-
-
-def test_clip_kernel_matches_reference_random():
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        n = int(rng.integers(3, 20))
-        poly = rng.uniform(-60, 160, (n, 2))
-        a = clip_polygon(poly, 100.0, 80.0)
-        b = clip_polygon_reference(poly, 100.0, 80.0)
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
-        if len(a):
-            assert a[:, 0].min() >= 0 and a[:, 0].max() <= 100
-            assert a[:, 1].min() >= 0 and a[:, 1].max() <= 80
-
-
-def test_clip_known_square():
-    sq = np.array([[-10, -10], [50, -10], [50, 50], [-10, 50]], np.float64)
-    c = clip_polygon(sq, 20, 30)
-    assert sorted(map(tuple, c.tolist())) == sorted([(0, 0), (20, 0), (20, 30), (0, 30)])
-    inside = np.array([[1, 1], [5, 1], [5, 5]], np.float64)
-    np.testing.assert_array_equal(clip_polygon(inside, 20, 30), inside)
-    outside = np.array([[30, 1], [35, 1], [35, 5]], np.float64)
-    assert clip_polygon(outside, 20, 30).shape == (0, 2)
 
 
 def _assert_same(a, b):

@@ -141,6 +141,94 @@ def test_resume_equals_uninterrupted(blobs):
         DataLoader(blobs, batch_size=2, augment=CFG).load_state_dict(state)
 
 
+@pytest.mark.parametrize("other", [dict(num_samples=9), dict(shuffle=False),
+                                   dict(drop_last=True), dict(world_size=2)])
+def test_load_state_dict_refuses_a_state_of_another_plan(blobs, other):
+    """A position in another dataset's (or shuffle's, drop_last's) batches would resume at
+    other samples: refused, naming the key."""
+    ld = DataLoader(blobs, batch_size=3, shuffle=True, augment=CFG, num_threads=2)
+    state = ld.state_dict()
+    assert state["num_samples"] == 10 and state["shuffle"] and not state["drop_last"]
+    key = next(iter(other))
+    with pytest.raises(ValueError, match=f"state was saved with {key}=.*this loader has"):
+        ld.load_state_dict(dict(state, **other))
+    old_format = {k: state[k] for k in ("seed", "epoch", "batches_consumed", "world_size",
+                                        "batch_size")}
+    ld.load_state_dict(old_format)  # states saved before the new keys still load
+    ld.close()
+
+
+def test_set_epoch_during_an_iteration_is_refused(blobs):
+    """set_epoch while batches of the running epoch are still to come would count them for
+    the new epoch (state_dict would then resume the new epoch at a wrong batch): refused; the
+    running iteration goes on untouched, and between epochs set_epoch works as before."""
+    kw = dict(batch_size=3, shuffle=True, seed=5, augment=CFG, num_threads=2)
+    ref = _collect(DataLoader(blobs, **kw))  # epoch 0
+    ld = DataLoader(blobs, **kw)
+    it = iter(ld)
+    got = [next(it)]
+    with pytest.raises(RuntimeError, match=r"set_epoch\(3\) called while an iteration of epoch 0 "
+                                           r"is running \(3 of its 4 batches"):
+        ld.set_epoch(3)
+    with pytest.raises(RuntimeError, match="load_state_dict called while"):
+        ld.load_state_dict({"seed": 5, "epoch": 3, "batches_consumed": 0})
+    assert ld.epoch == 0 and ld.state_dict()["batches_consumed"] == 1
+    got += [{k: v.clone() for k, v in b.items()} for b in it]
+    assert len(got) == len(ref)
+    for x, y in zip(ref, got):
+        _equal(x, y)
+    assert ld.epoch == 1
+    # every batch delivered (the end not yet asked for), closed, or dropped: allowed
+    it = iter(ld)
+    for _ in range(len(ld)):
+        next(it)
+    ld.set_epoch(0)
+    assert list(it) == [] and ld.epoch == 0  # the old iteration's end does not advance it
+    again = _collect(ld)
+    for x, y in zip(ref, again):
+        _equal(x, y)
+    it = iter(ld)
+    next(it)
+    it.close()
+    ld.set_epoch(2)
+    it = iter(ld)
+    next(it)
+    del it
+    ld.set_epoch(2)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
+        ld.set_epoch(-1)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0, got 1.5"):
+        ld.set_epoch(1.5)
+    ld.close()
+
+
+@pytest.mark.parametrize("consumed", [-1, 5, 100, 2.0, True, "1"])
+def test_load_state_dict_refuses_a_position_outside_the_epoch(blobs, consumed):
+    """A negative position would replay batches (batches[-1] is the last one) and one past
+    the end would silently skip the epoch: both refused, naming the valid range."""
+    ld = DataLoader(blobs, batch_size=3, augment=CFG, num_threads=2)  # 4 batches
+    state = {"seed": 0, "epoch": 1, "batches_consumed": consumed}
+    with pytest.raises(ValueError, match=r"batches_consumed must be an integer in \[0, 4\].*"
+                                         r"4 batches per epoch: 10 samples, batch_size=3"):
+        ld.load_state_dict(state)
+    assert ld.epoch == 0 and ld.state_dict()["batches_consumed"] == 0  # nothing changed
+    ld.close()
+
+
+def test_load_state_dict_at_the_end_of_an_epoch_runs_the_next(blobs):
+    kw = dict(batch_size=3, shuffle=True, seed=5, augment=CFG, num_threads=2)
+    ref = DataLoader(blobs, **kw)
+    ref.set_epoch(2)
+    want = _collect(ref)
+    ld = DataLoader(blobs, **kw)
+    ld.load_state_dict({"seed": 5, "epoch": 1, "batches_consumed": len(ld)})
+    assert _collect(ld) == [] and ld.epoch == 2
+    for x, y in zip(want, _collect(ld)):
+        _equal(x, y)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+        ld.load_state_dict({"seed": 5, "epoch": -2, "batches_consumed": 0})
+
+
 # ------------------------------------------------------------------ torch keywords
 @pytest.mark.parametrize("kw,hint", [
     ({"num_workers": 4}, "num_threads"),

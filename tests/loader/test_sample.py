@@ -99,3 +99,34 @@ def test_record_location(packed_small):
 def packed_small(tmp_path_factory):
     from tests.helpers.data import packed_dataset
     return packed_dataset(tmp_path_factory.mktemp("sample"), n=8)
+
+
+def test_concave_part_cut_at_a_corner_gets_the_visible_box():
+    """A C-shape whose only visible part is the arm [150, 60]-[200, 80] of a 200 x 200 frame:
+    boxes, CenterNet's wh and centre and FCOS's regression targets are that arm's, not the
+    arm plus Sutherland-Hodgman's spike down the border to the corner (box [150, 60, 200, 200]
+    before the fix)."""
+    from fastload.record import Instance, Record
+    from fastload.synth.scenes import encode_jpeg
+    from tests.helpers.data import BlobDataset
+
+    c_shape = np.array([(150, 60), (260, 60), (260, 260), (100, 260), (100, 240), (240, 240),
+                        (240, 80), (150, 80)], np.float32)
+    rec = Record.from_instances(0, "c.jpg", encode_jpeg(np.zeros((200, 200, 3), np.uint8)), "jpeg",
+                                200, 200, [Instance(0, [c_shape], np.array([100, 60, 260, 260],
+                                                                          np.float32))])
+    ds = BlobDataset([rec.encode()], keypoint_names=None, flip_pairs=None)
+    cfg = AugmentConfig.off(out_size=(200, 200), min_visible=0.0)
+    info = dataset_info(ds)
+    b = SampleBuilder(ds, cfg, resolve_targets(["centernet", "fcos"], info), info)
+    import torch
+    views = DeviceStage(torch.device("cpu"), cfg.dtype, cfg.out_size, b.fixed_shapes).target_buffers(1)
+    _, arrays = b(0, 0, 0, views)
+    assert arrays["boxes"].tolist() == [[150, 60, 200, 80]]
+    assert sorted(map(tuple, arrays["poly_points"].tolist())) == [(150, 60), (150, 80), (200, 60),
+                                                                  (200, 80)]
+    assert views["reg_mask"][0, 0] == 1
+    np.testing.assert_allclose(views["wh"][0, 0], [50 / 4, 20 / 4])  # stride 4
+    assert views["ind"][0, 0] == int(70 / 4) * 50 + int(175 / 4)
+    ltrb = views["fcos_ltrb"][0][views["fcos_labels"][0] > 0]
+    assert len(ltrb) and ltrb[:, 3].max() <= 20 and ltrb[:, 1].max() <= 20  # inside the arm's 20 rows

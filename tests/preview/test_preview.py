@@ -109,3 +109,96 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
     bad.write_text('{"hflip_prob": 3}')
     assert main(["inspect", str(tmp_path), "--augment", str(bad)]) == 2
     assert "hflip_prob must be in [0, 1]" in capsys.readouterr().err
+
+
+def _batch_equal(a, b):
+    import torch
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
+
+
+def test_render_of_a_loader_is_what_that_loader_yields(packed_scenes):
+    """Its seed, the epoch its next iteration runs, its augmentation, targets and order: the
+    grid of render(loader) is the grid of the loader's own first batch; the loader's
+    position is left alone."""
+    from fastload.loader import DataLoader
+    from fastload.preview import preview_samples, render_batch
+
+    path = packed_scenes(n=6, unique_colors=False)
+    cfg = AugmentConfig(out_size=(96, 96), rotate_deg=(-30, 30), hflip_prob=0.5)
+    kw = dict(batch_size=4, shuffle=True, seed=7, augment=cfg, targets=["masks"], device="cpu",
+              num_threads=2)
+    ld = DataLoader(path, **kw)
+    ld.set_epoch(2)
+    state = ld.state_dict()
+    p = preview_samples(ld, n=4)
+    img = render(ld, n=4, tile=64, cols=2)
+    assert ld.state_dict() == state
+    want = next(iter(ld))
+    assert p.indices == want["index"].tolist() and not p.errors
+    _batch_equal(p.batch, want)  # masks and no heatmap: the loader's targets, not centernet
+    titles = [f"#{i} {ld.dataset[i].file_name}" for i in p.indices]
+    grid = render_batch(want, cfg, titles, tile=64, cols=2)
+    assert np.array_equal(np.asarray(img), np.asarray(grid))
+    # what is given explicitly wins over the loader's
+    q = preview_samples(ld, n=2, epoch=0, targets=["centernet"], shuffle=False)
+    other = DataLoader(path, **dict(kw, shuffle=False, targets=["centernet"], batch_size=2))
+    _batch_equal(q.batch, next(iter(other)))
+
+
+def test_a_bad_sample_is_a_tile_naming_its_error(blobs_with_faults):
+    """A corrupt image and an undecodable record: the grid is drawn, their tiles name the
+    error, the other samples are those the loader yields (on_error='skip')."""
+    from fastload.loader import DataLoader
+    from fastload.preview import ERROR_FILL, preview_samples
+
+    ds = blobs_with_faults
+    cfg = AugmentConfig(out_size=(64, 64))
+    ld = DataLoader(ds, batch_size=4, augment=cfg, device="cpu", num_threads=2)
+    p = preview_samples(ld, n=4)
+    assert sorted(p.errors) == [1, 2]
+    assert p.errors[1].stage == "decoding / augmenting the image"
+    assert p.errors[2].stage == "reading the record"
+    assert p.titles[1] == "#1 img_0001.jpg FAILED" and p.titles[2] == "#2 unreadable record"
+    skip = DataLoader(ds, batch_size=4, augment=cfg, device="cpu", num_threads=2,
+                      on_error="skip")
+    _batch_equal(p.batch, next(iter(skip)))
+    img = np.asarray(render(ld, n=4, tile=64, cols=4, heat=False))
+    tiles = [img[TITLE_H:, 64 * k:64 * (k + 1)] for k in range(4)]
+    for k in (1, 2):  # the error colour, with text on it
+        fill = (tiles[k] == ERROR_FILL).all(-1).mean()
+        assert 0.5 < fill < 0.99, (k, fill)
+    for k in (0, 3):
+        assert (tiles[k] == ERROR_FILL).all(-1).mean() < 0.01
+
+
+@pytest.fixture
+def blobs_with_faults():
+    from tests.helpers.data import blob_dataset, corrupt_image, corrupt_record
+    ds = blob_dataset(6)
+    corrupt_image(ds, 1)
+    corrupt_record(ds, 2)
+    return ds
+
+
+def test_cli_draws_and_lists_a_corrupt_lmdb_record(packed_scenes, tmp_path, capsys):
+    import lmdb
+
+    from fastload.cli import main
+    from fastload.store import Dataset, encode_key
+
+    path = packed_scenes(n=3, unique_colors=False)
+    ds = Dataset(path)
+    shard, pos = ds.locate(1)
+    shard_file = path / ds.manifest["shards"][shard]["file"]
+    env = lmdb.open(str(shard_file), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(encode_key(pos), b"\xc1garbage")
+    env.close()
+    out = tmp_path / "grid.png"
+    assert main(["inspect", str(path), "--n", "3", "--tile", "64", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
+    assert "sample index 1" in printed and "reading the record" in printed and str(shard_file) in printed
+    assert Image.open(out).size == (3 * 2 * 64, 64 + TITLE_H)
