@@ -397,15 +397,16 @@ PREFETCH_CFG = AugmentConfig(out_size=(40, 48), noise_sigma=(1, 5), shadow_prob=
                              dtype="uint8")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("depth", [2, 3])
-def test_prefetch_depth_steady_state(depth):
+def test_prefetch_depth_steady_state(depth, device):
     """``depth`` batches in flight, submit k + depth - 1 before fetching k, over two passes of
     the batches (a partial last one included): every batch equals a depth-1 run, and DALI
     has work scheduled before the first fetch."""
     batches = _batches(PREFETCH_CFG)
-    ref_aug = DaliAugmenter(PREFETCH_CFG, 3, prefetch_queue_depth=1)
+    ref_aug = DaliAugmenter(PREFETCH_CFG, 3, device_id=device, prefetch_queue_depth=1)
     ref = [ref_aug.run(*b) for b in batches]
-    aug = DaliAugmenter(PREFETCH_CFG, 3, prefetch_queue_depth=depth)
+    aug = DaliAugmenter(PREFETCH_CFG, 3, device_id=device, prefetch_queue_depth=depth)
     for _ in range(2):
         inflight, got = [], []
         for b in batches:
@@ -455,13 +456,14 @@ def test_fetch_by_ticket_out_of_order_and_cancel():
     assert torch.equal(aug.fetch(t5), ref[0])
 
 
-def test_prefetch_with_a_bad_batch_in_flight():
+@pytest.mark.parametrize("device", DEVICES)
+def test_prefetch_with_a_bad_batch_in_flight(device):
     """A batch that fails while others are in flight: its error names the sample, the
     batches around it are unaffected."""
     batches = _batches(PREFETCH_CFG)
-    ref_aug = DaliAugmenter(PREFETCH_CFG, 3, prefetch_queue_depth=1)
+    ref_aug = DaliAugmenter(PREFETCH_CFG, 3, device_id=device, prefetch_queue_depth=1)
     ref = [ref_aug.run(*b) for b in batches]
-    aug = DaliAugmenter(PREFETCH_CFG, 3, prefetch_queue_depth=2)
+    aug = DaliAugmenter(PREFETCH_CFG, 3, device_id=device, prefetch_queue_depth=2)
     encs, ps = batches[1]
     bad = [encs[0], b"\xff\xd8\xff\xe0 nope" * 8, encs[2]]
     t = [aug.submit(*batches[0]), aug.submit(bad, ps, names=["a", "b.jpg", "c"]),
@@ -522,3 +524,31 @@ def test_gpu_graph_matches_cpu_graph_every_op():
     d = np.abs(gpu - cpu)
     print("GPU vs CPU graph: max", d.max(), "mean", d.mean(), "hist", np.bincount(d.ravel()))
     assert d.max() <= 2 and d.mean() < 0.25, np.bincount(d.ravel())
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype,tdtype", [("float16", torch.float16), ("bfloat16", torch.bfloat16),
+                                          ("uint8", torch.uint8), ("float32", torch.float32)])
+def test_gpu_hand_off_tensors_outlive_later_batches(dtype, tdtype):
+    """The returned CUDA tensors are torch's own: later batches (DALI reusing or freeing its
+    buffers) never change them, on the stream of the caller or another one; DALI outputs
+    kept for unfinished copies stay bounded."""
+    cfg = AugmentConfig(out_size=(64, 80), dtype=dtype)
+    rng = np.random.default_rng(30)
+    encs = [encode_jpeg(make_scene(rng, 96, 72).image) for _ in range(12)]
+    ps = [sample_params(cfg, 0, 0, i, 72, 96) for i in range(12)]
+    aug = DaliAugmenter(cfg, 4, device_id=0, prefetch_queue_depth=2)
+    side = torch.cuda.Stream()
+    kept, copies = [], []
+    with torch.cuda.stream(side):
+        for k in range(9):
+            j = (4 * k) % 12
+            t = aug.run(encs[j:j + 4], ps[j:j + 4])
+            assert t.dtype == tdtype and t.device == torch.device("cuda", 0)
+            kept.append(t)
+            copies.append(t.cpu())  # on `side`: waits for the copy, not for the whole device
+            assert len(aug._held) <= aug.depth + aug.HELD_EXTRA
+    torch.cuda.synchronize()
+    for t, c in zip(kept, copies):
+        assert torch.equal(t.cpu(), c)
+    assert torch.equal(kept[0].cpu(), kept[3].cpu())  # the same samples and params
