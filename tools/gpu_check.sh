@@ -9,7 +9,8 @@
 #            are listed                                                  -> OUT/pytest.log
 #   bench    fastload bench --workers $WORKERS (default: all cores) -> OUT/report.md,
 #            OUT/results.json, OUT/throughput.png (commit them under docs/bench_gpu/),
-#            OUT/bench.log, OUT/bench-rows.tar.gz
+#            OUT/bench.log, OUT/bench-rows.tar.gz; then benchmarks/bench_dali.py (the DALI
+#            pipeline alone: prefetch, hw_decoder_load, the noise field) -> OUT/bench.log
 #   profile  where the time of a fastload-gpu batch goes (torch profiler), the data wait of
 #            a training loop, and DALI's hardware JPEG decoder share swept (hw_decoder_load)
 #                                                                        -> OUT/profile.txt
@@ -42,6 +43,13 @@ fi
 [ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 status=0
 
+verdict() {  # verdict RC LOG: note a failure (a timeout by name) in LOG and in the status
+  if [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; then
+    echo "==== TIMED OUT (STAGE_TIMEOUT=$STAGE_TIMEOUT s for the stage)" | tee -a "$2"
+  fi
+  [ "$1" -eq 0 ] || status=1
+}
+
 left() {  # seconds left of this stage's budget (at least 30)
   local l=$((STAGE_TIMEOUT - (SECONDS - stage_start)))
   echo $((l > 30 ? l : 30))
@@ -56,7 +64,7 @@ env_report() {
 import importlib, sys
 print("python", sys.version.split()[0])
 for m in ("torch", "nvidia.dali", "numba", "numpy", "lmdb", "simplejpeg", "albumentations", "cv2",
-          "torchvision", "ray", "shapely"):
+          "torchvision", "matplotlib", "pytest_benchmark", "ray", "shapely"):
     try:
         mod = importlib.import_module(m)
         print(m, getattr(mod, "__version__", "?"))
@@ -76,32 +84,43 @@ stage_tests() {
     tests/loader/test_gpu.py tests/augment/test_dali.py tests/augment/test_noise_field.py \
     tests/loader/test_dataloader.py::test_gpu_dali_batches_on_device_match_cpu_path \
     2>&1 | tee "$OUT/pytest.log" | grep -E "vs CPU|passed|failed|error" | tail -n 20
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  verdict "${PIPESTATUS[0]}" "$OUT/pytest.log"
   echo "==== the whole suite (but tests/loader/test_gpu.py, run above)" >>"$OUT/pytest.log"
   timeout "$(left)" python3 -m pytest -q -rs -p no:cacheprovider --ignore=tests/loader/test_gpu.py \
     tests 2>&1 \
     | tee -a "$OUT/pytest.log" | tail -n 40
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  verdict "${PIPESTATUS[0]}" "$OUT/pytest.log"
 }
 
 stage_bench() {
   stage_start=$SECONDS
   timeout "$(left)" python3 -m fastload bench --workers "$WORKERS" --out "$OUT/bench" 2>&1 \
     | tee "$OUT/bench.log" | tail -n 30
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  verdict "${PIPESTATUS[0]}" "$OUT/bench.log"
   for f in report.md results.json throughput.png; do
     [ -f "$OUT/bench/$f" ] && cp "$OUT/bench/$f" "$OUT/$f"
   done
   # the per-row logs in one file (the device tool brings back at most 8 files)
   [ -d "$OUT/bench/rows" ] && tar -czf "$OUT/bench-rows.tar.gz" -C "$OUT/bench" rows
   rm -rf "$OUT/bench"
+  # the DALI pipeline alone: one batch at a time vs prefetching, the hardware JPEG decoder
+  # share (hw_decoder_load), the noise field on the GPU
+  echo "==== benchmarks/bench_dali.py" >>"$OUT/bench.log"
+  if python3 -c "import pytest_benchmark" 2>/dev/null; then
+    timeout "$(left)" python3 -m pytest -q -p no:cacheprovider benchmarks/bench_dali.py \
+      --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds 2>&1 \
+      | tee -a "$OUT/bench.log" | tail -n 25
+    verdict "${PIPESTATUS[0]}" "$OUT/bench.log"
+  else  # (the profile stage's hw_decoder_load sweep does not need it)
+    echo "pytest-benchmark is not installed: benchmarks/bench_dali.py skipped" | tee -a "$OUT/bench.log"
+  fi
 }
 
 stage_profile() {
   stage_start=$SECONDS
   timeout "$(left)" python3 tools/profile_loader.py --device cuda --out "$OUT/profile.txt" \
     2>&1 | tail -n 40
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  verdict "${PIPESTATUS[0]}" "$OUT/profile.txt"
 }
 
 env_report
