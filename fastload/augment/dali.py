@@ -113,6 +113,7 @@ class _Ticket(NamedTuple):
     names: Optional[Sequence]
     sizes: Optional[Sequence]
     filler: bool
+    fed: list  # batch-fed inputs (CUDA tensors), kept until the batch's outputs are popped
 
 
 class DaliAugmenter:
@@ -243,8 +244,11 @@ class DaliAugmenter:
             raise SampleErrors(errors)
         return enc
 
-    def _feed(self, enc: List[np.ndarray], params: Sequence[SampleParams]) -> None:
+    def _feed(self, enc: List[np.ndarray], params: Sequence[SampleParams]) -> list:
+        """Feed one batch to every external source; returns the inputs made on the GPU (kept
+        alive until the batch is done, whichever stream DALI copies them on)."""
         p, cfg = self.pipe, self.cfg
+        fed = []
         p.feed_input("enc", enc)
         p.feed_input("mtx", [np.ascontiguousarray(q.matrix[:2], np.float32) for q in params])
         dev = self._torch_device()
@@ -260,11 +264,13 @@ class DaliAugmenter:
                     with torch.cuda.device(dev):
                         data = inp.batch_feed(params, cfg, dev)
                         p.feed_input(name, data, cuda_stream=torch.cuda.current_stream(dev))
+                    fed.append(data)
+        return fed
 
     def _enqueue(self, ticket: _Ticket, params) -> None:
         """Feed one batch and schedule it (or hold it back until DALI's first run has
         ``depth`` batches to prefetch). Caller holds the lock."""
-        self._feed(ticket.enc, params)
+        ticket.fed.extend(self._feed(ticket.enc, params))
         self._tickets.append(ticket)
         if self._primed:
             self.pipe.schedule_run()
@@ -278,8 +284,8 @@ class DaliAugmenter:
         that many, then schedule."""
         while self._unscheduled < self.depth:
             enc, q = _FILLER
-            self._feed([np.frombuffer(enc, np.uint8)], [q])
-            self._tickets.append(_Ticket(next(self._ids), [], None, None, True))
+            fed = self._feed([np.frombuffer(enc, np.uint8)], [q])
+            self._tickets.append(_Ticket(next(self._ids), [], None, None, True, fed))
             self._unscheduled += 1
         self.pipe.schedule_run()
         self._primed = True
@@ -297,7 +303,7 @@ class DaliAugmenter:
         with self._lock:
             self._check_open()
             enc = self._check(encoded, params, names, sizes)
-            t = _Ticket(next(self._ids), enc, names, sizes, False)
+            t = _Ticket(next(self._ids), enc, names, sizes, False, [])
             self._enqueue(t, params)
             self._waiting.append(t.id)
             return t.id
@@ -324,6 +330,7 @@ class DaliAugmenter:
                 while True:
                     t = self._tickets.popleft()
                     res = self._pop_outputs()
+                    self._release_fed(t)
                     if t.id == ticket:
                         break
                     if t.filler or t.id in self._cancelled:
@@ -368,6 +375,17 @@ class DaliAugmenter:
             if tid in self._ahead:
                 del self._ahead[tid]
                 self._cancelled.discard(tid)
+
+    def _release_fed(self, t: _Ticket) -> None:
+        """Drop batch ``t``'s GPU inputs once its outputs are popped: the current stream has
+        waited for the batch (``outputs(cuda_stream=...)``), so the caching allocator reuses
+        their memory only after DALI is done with it (``record_stream``)."""
+        if t.fed:
+            import torch
+            stream = torch.cuda.current_stream(self._torch_device())
+            for x in t.fed:
+                x.record_stream(stream)
+            t.fed.clear()
 
     def _pop_outputs(self):
         """The next batch's DALI outputs (out, shapes), or the exception DALI raised for it.
