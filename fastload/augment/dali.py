@@ -354,8 +354,9 @@ class DaliAugmenter:
 
     def close(self):
         with self._lock:
-            for _, _, ev in self._held:  # copies still reading DALI's buffers
-                ev.synchronize()
+            if self.device_id is not None and self.pipe is not None:
+                import torch  # copies still reading DALI's buffers, inputs DALI still reads
+                torch.cuda.synchronize(self._torch_device())
             self._held.clear()
             self._ahead.clear()
             self._tickets.clear()
