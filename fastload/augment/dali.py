@@ -370,7 +370,7 @@ class DaliAugmenter:
             raise RuntimeError("this DaliAugmenter is closed")
 
     def _forget_cancelled(self):
-        for tid in list(self._cancelled):
+        for tid in self._cancelled.copy():  # (a C-level copy: no finalizer runs inside it)
             if tid in self._waiting:
                 self._waiting.remove(tid)
             if tid in self._ahead:
