@@ -502,8 +502,8 @@ def test_every_op_within_two_levels_of_the_cpu_kernel(device, encode):
     if device is not None and encode == "jpeg":
         # nvJPEG / the hardware decoder is not libjpeg-turbo: decoded pixels differ by a few
         # levels at chroma edges before any augmentation; the noise must still be the same
-        # (independent noise of sigma 2..10 would give a mean difference of 3 or more)
-        assert d.mean() < 1.0 and np.mean(d <= 2) > 0.97, (d.mean(), np.mean(d <= 2))
+        # (independent noise of sigma 2..10 would give a mean difference of about 6 levels)
+        assert np.median(d) <= 1 and d.mean() < 2.0, (np.median(d), d.mean())
         return
     assert d.max() <= 2, np.bincount(d.ravel())
     assert d.mean() < 0.45 and (d == 2).mean() < 0.01, (d.mean(), (d == 2).mean())
