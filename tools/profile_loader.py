@@ -3,6 +3,7 @@
     python3 tools/profile_loader.py --device cuda [--data PACKED] [--batch-size 48]
                                      [--model resnet50] [--steps 30] [--out profile.txt]
                                      [--hw-decoder-load X] [--hw-sweep default,0,1]
+                                     [--prefetch-depth 2] [--depth-sweep 1,2]
 
 Without ``--data`` a synthetic COCO dataset (256 JPEGs 640x480, fastload.synth) is written and
 packed into a temp folder. The loader runs with all augmentations and CenterNet targets.
@@ -19,10 +20,11 @@ packed into a temp folder. The loader runs with all augmentations and CenterNet 
    the batch's shape (CUDA events) and given per batch and as a fraction of the step.
 3. Profile: the same loop under ``torch.profiler`` (CPU and CUDA activities) for a few steps;
    the tables of the busiest ops by self CUDA time and by CPU time.
-4. Hardware JPEG decoder (CUDA with the DALI backend): loader-only throughput (no model) for
-   each ``hw_decoder_load`` of ``--hw-sweep`` (``default`` = DALI's own, 0.65 in DALI 2.4;
-   0 = no hardware decoder; 1 = every JPEG on it). ``--hw-decoder-load`` sets the value of
-   sections 1-3.
+4. Sweeps (CUDA with the DALI backend), loader-only throughput (no model): each
+   ``hw_decoder_load`` of ``--hw-sweep`` (``default`` = DALI's own, 0.65 in DALI 2.4; 0 = no
+   hardware JPEG decoder; 1 = every JPEG on it), and each DALI prefetch depth of
+   ``--depth-sweep`` (1 = one batch at a time, 2 = batch k + 1 submitted before batch k is
+   collected). ``--hw-decoder-load`` / ``--prefetch-depth`` set the values of sections 1-3.
 """
 from __future__ import annotations
 
@@ -92,15 +94,17 @@ def _step(model, opt, batch, device):
     opt.step()
 
 
-def _backend_name(hw):
-    """The DALI backend with ``hw_decoder_load=hw`` registered under a name (None: "dali")."""
-    if hw is None:
+def _backend_name(hw, depth=2):
+    """The DALI backend with ``hw_decoder_load=hw`` and ``prefetch_depth=depth`` registered
+    under a name ("dali" for the defaults)."""
+    if hw is None and depth == 2:
         return "dali"
     from fastload.loader.backends import DaliBackend, backend_names, register_backend
-    name = f"dali-hw{hw:g}"
+    name = f"dali-hw{'default' if hw is None else f'{hw:g}'}-depth{depth}"
     if name not in backend_names():
-        register_backend(name, lambda ctx: DaliBackend(ctx, hw_decoder_load=hw),
-                         f"DALI, hw_decoder_load={hw:g}")
+        register_backend(name, lambda ctx: DaliBackend(ctx, hw_decoder_load=hw,
+                                                       prefetch_depth=depth),
+                         f"DALI, hw_decoder_load={hw}, prefetch_depth={depth}")
     return name
 
 
@@ -116,15 +120,15 @@ def _batches(loader):
         e += 1
 
 
-def _hw_sweep(a, data, device, values):
-    """Loader-only images/s for each hw_decoder_load value."""
+def _sweep(a, data, device, title, variants):
+    """Loader-only images/s for each (label, hw_decoder_load, prefetch depth) variant."""
     import torch
     from fastload import AugmentConfig, DataLoader
-    lines = ["", "## DALI hardware JPEG decoder share (hw_decoder_load), loader only, no model"]
-    for hw in values:
+    lines = ["", f"## {title}, loader only, no model"]
+    for label, hw, depth in variants:
         ld = DataLoader(str(data), batch_size=a.batch_size, shuffle=True, drop_last=True,
                         augment=AugmentConfig(out_size=(a.size, a.size)), targets=["centernet"],
-                        device=a.device, backend=_backend_name(hw), num_threads=a.threads)
+                        device=a.device, backend=_backend_name(hw, depth), num_threads=a.threads)
         it = _batches(ld)
         for _ in range(3):
             next(it)
@@ -134,8 +138,8 @@ def _hw_sweep(a, data, device, values):
             b = next(it)
         b["image"].sum().item()  # the last batch is finished
         dt = time.perf_counter() - t0
-        lines.append(f"hw_decoder_load {'default' if hw is None else f'{hw:g}'}: "
-                     f"{n * a.batch_size / dt:.0f} images/s ({dt / n * 1e3:.1f} ms per batch)")
+        lines.append(f"{label}: {n * a.batch_size / dt:.0f} images/s "
+                     f"({dt / n * 1e3:.1f} ms per batch)")
         ld.close()
     return lines
 
@@ -177,6 +181,10 @@ def main(argv=None) -> int:
                     help="DALI's hardware JPEG decoder share for sections 1-3 (default: DALI's)")
     ap.add_argument("--hw-sweep", default="default,0,1",
                     help="hw_decoder_load values to compare, comma-separated ('' to skip)")
+    ap.add_argument("--prefetch-depth", type=int, default=2,
+                    help="DALI prefetch depth for sections 1-3 (1: one batch at a time)")
+    ap.add_argument("--depth-sweep", default="1,2",
+                    help="DALI prefetch depths to compare, loader only ('' to skip)")
     ap.add_argument("--sweep-batches", type=int, default=20)
     ap.add_argument("--out", default="profile.txt")
     a = ap.parse_args(argv)
@@ -187,7 +195,7 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     backend = a.backend
     if cuda and backend in (None, "dali"):
-        backend = _backend_name(a.hw_decoder_load)
+        backend = _backend_name(a.hw_decoder_load, a.prefetch_depth)
     loader = DataLoader(str(data), batch_size=a.batch_size, shuffle=True, drop_last=True,
                         augment=AugmentConfig(out_size=(a.size, a.size)), targets=["centernet"],
                         device=a.device, backend=backend, num_threads=a.threads)
@@ -244,10 +252,16 @@ def main(argv=None) -> int:
     stats = loader.stats
     lines += ["", f"loader stats: { {k: v for k, v in stats.items() if k != 'skipped_samples'} }"]
     loader.close()
-    sweep = [_hw_value(v.strip()) for v in a.hw_sweep.split(",") if v.strip()] \
-        if a.hw_sweep else []
-    if cuda and sweep and a.backend in (None, "dali"):
-        lines += _hw_sweep(a, data, device, sweep)
+    if cuda and a.backend in (None, "dali"):
+        hws = [_hw_value(v.strip()) for v in a.hw_sweep.split(",") if v.strip()]
+        if hws:
+            lines += _sweep(a, data, device, "DALI hardware JPEG decoder share (hw_decoder_load)",
+                            [(f"hw_decoder_load {'default' if hw is None else f'{hw:g}'}", hw,
+                              a.prefetch_depth) for hw in hws])
+        depths = [int(v) for v in a.depth_sweep.split(",") if v.strip()]
+        if depths:
+            lines += _sweep(a, data, device, "DALI prefetch depth (producer look-ahead = depth - 1)",
+                            [(f"prefetch depth {d}", a.hw_decoder_load, d) for d in depths])
     text = "\n".join(lines) + "\n"
     Path(a.out).write_text(text)
     print("\n".join(lines[:9]))

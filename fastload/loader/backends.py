@@ -212,9 +212,9 @@ class DaliBackend:
     """The DALI graph (:class:`fastload.augment.dali.DaliAugmenter`), built on the first batch
     (in the producer thread). ``submit`` feeds the batch and schedules it at once (the noise
     field is made on the producer's current stream on a GPU) and returns; ``result()``
-    collects it. ``lookahead = 1``: the producer submits batch k + 1 before it takes batch
-    k's result, so DALI (``prefetch_depth`` batches deep) works on k + 1 while k is finished,
-    queued and consumed. CUDA images are written on the producer's current stream (the
+    collects it. ``lookahead = prefetch_depth - 1`` (default 1): the producer submits batch
+    k + 1 before it takes batch k's result, so DALI works on k + 1 while k is finished,
+    queued and consumed (``prefetch_depth=1``: one batch at a time). CUDA images are written on the producer's current stream (the
     loader's stream) into torch-owned tensors (see fastload/augment/dali.py's hand-off).
 
     Bad samples: the augmenter names them (``SampleErrors``: decode failures found by
@@ -224,10 +224,9 @@ class DaliBackend:
     A pending batch dropped without ``result()`` (the producer stopped) is cancelled.
 
     ``hw_decoder_load``: the share of JPEGs given to the GPU's hardware JPEG decoder (None:
-    DALI's default); register a variant to choose it, e.g.
+    DALI's default). Register a variant to choose these, e.g.
     ``register_backend("dali-hw", lambda ctx: DaliBackend(ctx, hw_decoder_load=1.0), ...)``."""
     writes_host_buffer = False
-    lookahead = 1
 
     def __init__(self, ctx: BackendContext, hw_decoder_load: Optional[float] = None,
                  prefetch_depth: int = 2):
@@ -240,7 +239,10 @@ class DaliBackend:
             self.device_id = torch.device(ctx.device).index
             if self.device_id is None:
                 self.device_id = torch.cuda.current_device()
+        if int(prefetch_depth) < 1:
+            raise ValueError(f"prefetch_depth must be >= 1, got {prefetch_depth}")
         self.hw_decoder_load, self.prefetch_depth = hw_decoder_load, int(prefetch_depth)
+        self.lookahead = self.prefetch_depth - 1
         self._aug = None
 
     def _augmenter(self):

@@ -16,7 +16,7 @@ from fastload.loader import DataLoader, SampleError
 from fastload.loader.backends import (BackendContext, backend_descriptions, backend_names,
                                       create_backend, default_backend, register_backend,
                                       unregister_backend)
-from tests.helpers.data import corrupt_image
+from tests.helpers.data import blob_dataset, corrupt_image
 from tests.loader.common import CFG, assert_batches_equal, collect
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "loader.md"
@@ -232,3 +232,28 @@ def test_dali_images_do_not_depend_on_the_batch_and_match_the_cpu_backend(blobs)
     resumed.load_state_dict(state)
     rest = _by_index(resumed)
     assert len(rest) == 7 and all(torch.equal(rest[i], three[i]) for i in rest)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("n", [10, 3])
+def test_dali_prefetch_depths_give_the_same_batches(depth, n):
+    """The DALI backend at prefetch depth 1 (no look-ahead) and 3 (two batches submitted
+    ahead, across epoch ends) gives the batches of the default depth 2, over three epochs;
+    n=3 with batch_size 4 is one batch per epoch (fewer than the depth)."""
+    from fastload.loader.backends import DaliBackend
+    ds = blob_dataset(n)
+    register_backend(f"dali-depth{depth}", lambda ctx: DaliBackend(ctx, prefetch_depth=depth),
+                     "DALI at another prefetch depth (a test)")
+    try:
+        kw = dict(batch_size=4, shuffle=True, seed=6, augment=CFG, targets=["centernet"],
+                  num_threads=2, device="cpu")
+        ld = DataLoader(ds, backend=f"dali-depth{depth}", **kw)
+        ref = DataLoader(ds, backend="dali", **kw)
+        for epoch in range(3):
+            got, want = collect(ld), collect(ref)
+            assert len(got) == len(want) == (n + 3) // 4
+            for g, w in zip(got, want):
+                assert_batches_equal(g, w)
+        assert ld._resources.backend.lookahead == depth - 1
+    finally:
+        unregister_backend(f"dali-depth{depth}")
