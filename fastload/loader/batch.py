@@ -9,7 +9,7 @@ DataLoader. For batch k the producer calls::
 
 ``make`` is ``finish(start(...))``, two halves that a producer may interleave to keep
 ``maker.lookahead`` batches started ahead of the one it finishes (the image backend's
-``lookahead``: DALI works on batch k + 1 while batch k is finished):
+``lookahead``: DALI on a GPU works on batch k + 1 while batch k is finished):
 
 ``start``: (1) the records and parameters read ahead; (2) the images submitted to the
 backend and the annotations (moved instances, targets) to the pool, both writing into

@@ -8,7 +8,7 @@ goes on with the next epoch's batches (at most ``prefetch`` of them wait in the 
 training loop that moves on to the next epoch finds them ready: no bubble at epoch
 boundaries. An exception ends the thread after ``("error", epoch, None, exc)``. The records
 of batch k + 1 are read (on the pool) while batch k is built, across epoch ends too.
-With a backend that has ``lookahead`` L (``BatchMaker.lookahead``; DALI: 1), batches
+With a backend that has ``lookahead`` L (``BatchMaker.lookahead``; DALI on a GPU: 1), batches
 k + 1 .. k + L are started (images submitted, annotations on the pool) before batch k is
 finished, across epoch ends too; items still reach the queue in order.
 

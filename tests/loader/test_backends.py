@@ -146,7 +146,9 @@ def test_dali_backend_two_phase_equals_augmenter_run(blobs):
     import gc
     from fastload.augment.dali import DaliAugmenter
     ctx = BackendContext(CFG, batch_size=4, num_threads=2, device=torch.device("cpu"), seed=5)
-    be = create_backend("dali", ctx)
+    from fastload.loader.backends import DaliBackend
+    assert create_backend("dali", ctx).lookahead == 0  # default on DALI's CPU operators
+    be = DaliBackend(ctx, prefetch_depth=2)  # as on a GPU
     assert be.lookahead == 1
     aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, prefetch_queue_depth=1)
     batches = [_inputs(blobs, idx, seed=5) for idx in ([0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 0])]
@@ -234,12 +236,13 @@ def test_dali_images_do_not_depend_on_the_batch_and_match_the_cpu_backend(blobs)
     assert len(rest) == 7 and all(torch.equal(rest[i], three[i]) for i in rest)
 
 
-@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("n", [10, 3])
 def test_dali_prefetch_depths_give_the_same_batches(depth, n):
-    """The DALI backend at prefetch depth 1 (no look-ahead) and 3 (two batches submitted
-    ahead, across epoch ends) gives the batches of the default depth 2, over three epochs;
-    n=3 with batch_size 4 is one batch per epoch (fewer than the depth)."""
+    """The DALI backend at prefetch depth 2 (the GPU's default: one batch submitted ahead)
+    and 3 (two ahead), across epoch ends, gives the batches of depth 1 (the default on DALI's
+    CPU operators), over three epochs; n=3 with batch_size 4 is one batch per epoch (fewer
+    than the depth)."""
     from fastload.loader.backends import DaliBackend
     ds = blob_dataset(n)
     register_backend(f"dali-depth{depth}", lambda ctx: DaliBackend(ctx, prefetch_depth=depth),
