@@ -70,14 +70,16 @@ def test_cuda_batches_match_the_cpu_backend(images):
     does not depend on its batch: batch sizes 3 and 5 give identical images."""
     ds = png_dataset() if images == "png" else blob_dataset(12)
     kw = dict(shuffle=True, seed=5, augment=ALL_ON, targets=TARGETS, num_threads=4)
+    gpu = by_index(DataLoader(ds, batch_size=4, device="cuda:0", backend="dali", **kw))
     gpu3 = by_index(DataLoader(ds, batch_size=3, device="cuda:0", backend="dali", **kw))
     gpu5 = by_index(DataLoader(ds, batch_size=5, device="cuda:0", backend="dali", **kw))
     cpu = by_index(DataLoader(ds, batch_size=4, device="cpu", backend="cpu", **kw))
-    assert sorted(gpu3) == sorted(cpu) == list(range(len(ds)))
+    assert sorted(gpu) == sorted(gpu3) == sorted(gpu5) == sorted(cpu) == list(range(len(ds)))
     diffs = []
     for i in cpu:
-        g, c = gpu3[i], cpu[i]
+        g, c = gpu[i], cpu[i]  # the same batches: the same padding of the instance keys
         assert all(v.device == torch.device("cuda", 0) for v in g.values())
+        assert torch.equal(g["image"], gpu3[i]["image"]), i
         assert torch.equal(g["image"], gpu5[i]["image"]), i
         for k in c:
             if k != "image":
