@@ -216,8 +216,9 @@ class DaliBackend:
     producer submits batch k + 1 before it takes batch k's result, so DALI works on k + 1
     while k is finished, queued and consumed. On DALI's CPU operators the default depth is 1
     (one batch at a time): there DALI's work competes with the pool for the same cores, and
-    the look-ahead measured slower (37-41 vs 30-34 images/s, 2 shared cores). CUDA images are written on the producer's current stream (the
-    loader's stream) into torch-owned tensors (see fastload/augment/dali.py's hand-off).
+    the look-ahead measured slower (37-41 vs 30-34 images/s, 2 shared cores). CUDA images
+    are written on the producer's current stream (the loader's stream) into torch-owned
+    tensors (see fastload/augment/dali.py's hand-off).
 
     Bad samples: the augmenter names them (``SampleErrors``: decode failures found by
     decoding each sample alone on the CPU, size mismatches, empty bytes); when DALI fails and

@@ -469,7 +469,7 @@ def test_prefetch_with_a_bad_batch_in_flight(device):
     t = [aug.submit(*batches[0]), aug.submit(bad, ps, names=["a", "b.jpg", "c"]),
          aug.submit(*batches[2])]
     assert torch.equal(aug.fetch(t[0]), ref[0])
-    with pytest.raises(SampleErrors, match=r"sample 1 \(b.jpg\) in the batch cannot be decoded") as e:
+    with pytest.raises(SampleErrors, match=r"sample 1 \(b.jpg\) in the batch cannot be") as e:
         aug.fetch(t[1])
     assert [j for j, _ in e.value.errors] == [1]
     assert torch.equal(aug.fetch(t[2]), ref[2])
