@@ -1,42 +1,70 @@
 #!/usr/bin/env bash
 # The whole GPU check in one script, for a machine with an NVIDIA GPU (the project's GPU machine
-# is one H100, 16 cores, CUDA 13, torch 2.11):
+# is one H100, 16 cores, Python 3.12, CUDA 13, torch 2.11; no torchvision, ray or shapely):
 #
 #   tools/gpu_check.sh STAGE [OUT]      STAGE: tests | bench | profile | all     OUT: log folder
 #
-#   tests    the whole test suite (GPU tests included; the skips are listed), then torchrun with
-#            two processes on the one GPU (disjoint shares, no stray CUDA context)
+#   tests    the GPU tests first (tests/loader/test_gpu.py, the DALI and noise tests on the GPU,
+#            torchrun with two processes on the one GPU), then the whole suite; the skips
+#            are listed                                                  -> OUT/pytest.log
 #   bench    fastload bench --workers $WORKERS (default: all cores) -> OUT/report.md,
-#            OUT/results.json, OUT/throughput.png (commit them under docs/bench_gpu/)
-#   profile  where the time of a fastload-gpu batch goes (torch profiler) -> OUT/profile.txt
+#            OUT/results.json, OUT/throughput.png (commit them under docs/bench_gpu/),
+#            OUT/bench.log, OUT/bench-rows.tar.gz; then benchmarks/bench_dali.py (the DALI
+#            pipeline alone: prefetch, hw_decoder_load, the noise field) -> OUT/bench.log
+#   profile  where the time of a fastload-gpu batch goes (torch profiler), the data wait of
+#            a training loop, and DALI's hardware JPEG decoder share swept (hw_decoder_load)
+#                                                                        -> OUT/profile.txt
+#   all      the three, one after the other (longer than one device call: run them apart)
 #
-# Missing Python packages (DALI, lmdb, simplejpeg, albumentations on the project's GPU machine)
-# come as wheels carried in parts .dw0 .. .dwN (../shared/tools/device-wheels.sh makes them);
-# when .dw0/install.sh is here it is run first. Everything goes under OUT, at most 8 files, so
-# that the device tool brings all of it back. Exit status: non-zero when a stage failed.
+# Every stage is bounded (STAGE_TIMEOUT seconds in all, default 480; the wheel install comes
+# on top) so that it ends, and leaves its logs, within one 10-minute device call. Missing Python packages (DALI, lmdb,
+# simplejpeg, albumentations on the project's GPU machine) come as wheels carried in parts
+# .dw0 .. .dwN (../shared/tools/device-wheels.sh makes them); when .dw0/install.sh is here it
+# is run first (once per machine) and its output goes to OUT/env.txt. Everything goes under
+# OUT, at most 8 files in all (env.txt + the files above), so that the device tool brings all
+# of it back. Exit status: non-zero when a stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
 OUT=${2:-${OUT:-gpu-check-out}}
 WORKERS=${WORKERS:-$(nproc)}
+STAGE_TIMEOUT=${STAGE_TIMEOUT:-480}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+: >"$OUT/env.txt"
 if [ -f .dw0/install.sh ] && [ ! -f /tmp/site/.fastload-installed ]; then
-  bash .dw0/install.sh >"$OUT/install.log" 2>&1 && touch /tmp/site/.fastload-installed \
-    || { echo "wheel install failed (see $OUT/install.log)"; exit 1; }
+  if bash .dw0/install.sh >>"$OUT/env.txt" 2>&1; then
+    touch /tmp/site/.fastload-installed
+  else
+    echo "wheel install failed (see $OUT/env.txt)"; exit 1
+  fi
 fi
 [ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 status=0
+
+verdict() {  # verdict RC LOG: note a failure (a timeout by name) in LOG and in the status
+  if [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; then
+    echo "==== TIMED OUT (STAGE_TIMEOUT=$STAGE_TIMEOUT s for the stage)" | tee -a "$2"
+  fi
+  [ "$1" -eq 0 ] || status=1
+}
+
+left() {  # seconds left of this stage's budget (at least 30)
+  local l=$((STAGE_TIMEOUT - (SECONDS - stage_start)))
+  echo $((l > 30 ? l : 30))
+}
 
 env_report() {
   {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
-    nproc
+    echo "cores: $(nproc)"
     python3 - <<'EOF'
-import importlib
-for m in ("torch", "nvidia.dali", "numba", "numpy", "lmdb", "simplejpeg", "albumentations", "cv2"):
+import importlib, sys
+print("python", sys.version.split()[0])
+for m in ("torch", "nvidia.dali", "numba", "numpy", "lmdb", "simplejpeg", "albumentations", "cv2",
+          "torchvision", "matplotlib", "pytest_benchmark", "ray", "shapely"):
     try:
         mod = importlib.import_module(m)
         print(m, getattr(mod, "__version__", "?"))
@@ -46,33 +74,53 @@ import torch
 print("cuda", torch.version.cuda, "available", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 EOF
-  } >"$OUT/env.txt" 2>&1
+  } >>"$OUT/env.txt" 2>&1
 }
 
 stage_tests() {
-  python3 -m pytest -q -rs -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log" | tail -n 40
-  local rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 0 ] || status=1
-  # two processes on the one GPU: disjoint shares, each on cuda:0, no context elsewhere
-  python3 -m pytest -q -rs -p no:cacheprovider -k "torchrun or distributed" tests/loader 2>&1 \
-    | tee "$OUT/torchrun.log" | tail -n 5
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  stage_start=$SECONDS
+  # the GPU-specific tests first, so that their result is in the log even if the suite runs long
+  timeout $((STAGE_TIMEOUT / 2)) python3 -m pytest -q -rs -p no:cacheprovider -s \
+    tests/loader/test_gpu.py tests/augment/test_dali.py tests/augment/test_noise_field.py \
+    tests/loader/test_dataloader.py::test_gpu_dali_batches_on_device_match_cpu_path \
+    2>&1 | tee "$OUT/pytest.log" | grep -E "vs CPU|passed|failed|error" | tail -n 20
+  verdict "${PIPESTATUS[0]}" "$OUT/pytest.log"
+  echo "==== the whole suite (but tests/loader/test_gpu.py, run above)" >>"$OUT/pytest.log"
+  timeout "$(left)" python3 -m pytest -q -rs -p no:cacheprovider --ignore=tests/loader/test_gpu.py \
+    tests 2>&1 \
+    | tee -a "$OUT/pytest.log" | tail -n 40
+  verdict "${PIPESTATUS[0]}" "$OUT/pytest.log"
 }
 
 stage_bench() {
-  python3 -m fastload bench --workers "$WORKERS" --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -n 30
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  stage_start=$SECONDS
+  timeout "$(left)" python3 -m fastload bench --workers "$WORKERS" --out "$OUT/bench" 2>&1 \
+    | tee "$OUT/bench.log" | tail -n 30
+  verdict "${PIPESTATUS[0]}" "$OUT/bench.log"
   for f in report.md results.json throughput.png; do
     [ -f "$OUT/bench/$f" ] && cp "$OUT/bench/$f" "$OUT/$f"
   done
   # the per-row logs in one file (the device tool brings back at most 8 files)
   [ -d "$OUT/bench/rows" ] && tar -czf "$OUT/bench-rows.tar.gz" -C "$OUT/bench" rows
   rm -rf "$OUT/bench"
+  # the DALI pipeline alone: one batch at a time vs prefetching, the hardware JPEG decoder
+  # share (hw_decoder_load), the noise field on the GPU
+  echo "==== benchmarks/bench_dali.py" >>"$OUT/bench.log"
+  if python3 -c "import pytest_benchmark" 2>/dev/null; then
+    timeout "$(left)" python3 -m pytest -q -p no:cacheprovider benchmarks/bench_dali.py \
+      --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds 2>&1 \
+      | tee -a "$OUT/bench.log" | tail -n 25
+    verdict "${PIPESTATUS[0]}" "$OUT/bench.log"
+  else  # (the profile stage's hw_decoder_load sweep does not need it)
+    echo "pytest-benchmark is not installed: benchmarks/bench_dali.py skipped" | tee -a "$OUT/bench.log"
+  fi
 }
 
 stage_profile() {
-  python3 tools/profile_loader.py --device cuda --out "$OUT/profile.txt" 2>&1 | tail -n 40
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  stage_start=$SECONDS
+  timeout "$(left)" python3 tools/profile_loader.py --device cuda --out "$OUT/profile.txt" \
+    2>&1 | tail -n 40
+  verdict "${PIPESTATUS[0]}" "$OUT/profile.txt"
 }
 
 env_report

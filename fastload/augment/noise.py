@@ -10,6 +10,17 @@ interpolation in a 4096-bin table of Acklam's rational approximation (relative e
 < 1.2e-9) in the center, Acklam itself in the 16 outer bins per side (|z| > 2.66). Max
 error about 2e-4 sigma; no trigonometry or logarithm on the common path; symmetric, so
 the mean is exactly 0; tails reach +-5.0 sigma.
+
+Whole noise fields for the DALI graph (``(B, H, W, 3)`` float32, ``sigma * z`` per sample,
+fed to it as an external input, see ``fastload.augment.ops.noise``), from the same hash and
+the same transform:
+
+- :func:`noise_field_numba`: on the CPU, the kernel's own ``mix64`` and ``normal21``
+  (multithreaded over samples by the caller if wanted; releases the GIL);
+- :func:`noise_field_torch`: on any torch device (the GPU path), uint64 arithmetic as int64
+  (wrap-around multiply, masked logical shifts), the same interpolation table, and the
+  exact tails as a table computed by the NumPy reference: bit-identical to
+  :func:`noise_normals` (tested on the CPU; no transcendental function runs on the device).
 """
 from __future__ import annotations
 
@@ -20,7 +31,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["GOLDEN", "SHIFT0", "SHIFT1", "SHIFT2", "MASK21", "mix64", "normal21", "noise_key",
-           "noise_normals", "icdf_table"]
+           "noise_normals", "icdf_table", "noise_field", "noise_field_numba", "noise_field_torch"]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -168,3 +179,135 @@ def _inv_norm_cdf_np(p):
         lo = tail(np.where(p < 0.02425, p, 0.5))
         hi = -tail(np.where(p > 0.97575, 1.0 - p, 0.5))
     return np.where(p < 0.02425, lo, np.where(p > 0.97575, hi, mid))
+
+
+# ------------------------------------------------------------------ whole fields (DALI's input)
+@njit(nogil=True, cache=True)
+def _fill_field(keys, sigmas, table, out):
+    n, height, width = out.shape[0], out.shape[1], out.shape[2]
+    for s in range(n):
+        sigma = sigmas[s]
+        key = keys[s]
+        for i in range(height):
+            for j in range(width):
+                if sigma == 0.0:
+                    out[s, i, j, 0] = 0.0
+                    out[s, i, j, 1] = 0.0
+                    out[s, i, j, 2] = 0.0
+                    continue
+                h = mix64(key + np.uint64(i * width + j) * GOLDEN)
+                out[s, i, j, 0] = sigma * normal21(np.int64(h >> SHIFT0), table)
+                out[s, i, j, 1] = sigma * normal21(np.int64((h >> SHIFT1) & MASK21), table)
+                out[s, i, j, 2] = sigma * normal21(np.int64((h >> SHIFT2) & MASK21), table)
+
+
+def _keys_and_sigmas(seeds, sigmas):
+    keys = np.array([noise_key(s) for s in seeds], np.uint64).reshape(-1)
+    sig = np.asarray(sigmas, np.float64).reshape(-1)
+    if keys.shape != sig.shape:
+        raise ValueError(f"{keys.size} noise seeds but {sig.size} sigmas")
+    if not np.all(sig >= 0.0):
+        raise ValueError(f"noise sigmas must be >= 0, got {sig.tolist()}")
+    return keys, sig
+
+
+def noise_field_numba(seeds, sigmas, height: int, width: int) -> np.ndarray:
+    """``sigma_s * z_s`` for each sample ``s``: float32 (B, H, W, 3), ``z_s`` the kernel's
+    normals for ``noise_seed = seeds[s]`` (zeros where ``sigma_s == 0``)."""
+    keys, sig = _keys_and_sigmas(seeds, sigmas)
+    out = np.empty((keys.size, int(height), int(width), 3), np.float32)
+    _fill_field(keys, sig, icdf_table(), out)
+    return out
+
+
+_TAILS = []
+
+
+def _tail_table() -> np.ndarray:
+    """float64 (2 * 16 * 512,): the exact normals (NumPy reference) of the 21-bit integers
+    of the 16 outer table bins per side, low tail first."""
+    if not _TAILS:
+        with _TABLE_LOCK:
+            if not _TAILS:
+                side = _TAIL_BINS << 9
+                k = np.concatenate([np.arange(side), np.arange((1 << 21) - side, 1 << 21)])
+                t = _inv_norm_cdf_np((k.astype(np.float64) + 0.5) / float(1 << 21))
+                t.flags.writeable = False
+                _TAILS.append(t)
+    return _TAILS[0]
+
+
+def _as_int64(u: int) -> int:
+    """The int64 with the bits of the uint64 ``u``."""
+    u &= 0xFFFFFFFFFFFFFFFF
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+_GOLDEN_I = _as_int64(int(GOLDEN))
+_M1_I, _M2_I = _as_int64(int(_M1)), _as_int64(int(_M2))
+
+
+def _srl(x, s: int):
+    """Logical right shift of an int64 tensor holding uint64 bits."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix64_torch(z):
+    z = (z ^ _srl(z, 30)) * _M1_I
+    z = (z ^ _srl(z, 27)) * _M2_I
+    return z ^ _srl(z, 31)
+
+
+#: samples per chunk of :func:`noise_field_torch` (bounds its temporaries to about
+#: 60 bytes per pixel and channel of a chunk)
+_CHUNK_PIXELS = 1 << 22
+
+
+def noise_field_torch(seeds, sigmas, height: int, width: int, device="cpu"):
+    """:func:`noise_field_numba` with torch on ``device`` (CUDA for the GPU path): float32
+    tensor (B, H, W, 3), bit-identical to ``sigma * noise_normals(seed, H, W)`` rounded to
+    float32. Runs on the current stream of ``device``."""
+    import torch
+    keys, sig = _keys_and_sigmas(seeds, sigmas)
+    dev = torch.device(device)
+    height, width = int(height), int(width)
+    n, hw = keys.size, height * width
+    out = torch.zeros((n, height, width, 3), dtype=torch.float32, device=dev)
+    table = torch.from_numpy(np.array(icdf_table())).to(dev)
+    tails = torch.from_numpy(np.array(_tail_table())).to(dev)
+    side = _TAIL_BINS << 9
+    hi_start = (1 << 21) - side
+    nbins = 1 << _TABLE_BITS
+    p = torch.arange(hw, dtype=torch.int64, device=dev) * _GOLDEN_I
+    per_chunk = max(1, _CHUNK_PIXELS // max(hw, 1))
+    on = [s for s in range(n) if sig[s] > 0.0]
+    for c0 in range(0, len(on), per_chunk):
+        idx = on[c0:c0 + per_chunk]
+        key = torch.tensor([_as_int64(int(keys[s])) for s in idx], dtype=torch.int64, device=dev)
+        h = _mix64_torch(p[None, :] + key[:, None])                      # (m, H*W)
+        k = torch.stack([_srl(h, int(SHIFT0)), (h >> int(SHIFT1)) & int(MASK21),
+                         (h >> int(SHIFT2)) & int(MASK21)], -1)           # (m, H*W, 3)
+        del h
+        b = k >> 9
+        tail = (b < _TAIL_BINS) | (b >= nbins - _TAIL_BINS)
+        bi = b.clamp_(1, nbins - 2)
+        f = (k & 511).to(torch.float64).add_(0.5).div_(512.0)
+        t0 = table[bi]
+        z = (table[bi + 1] - t0).mul_(f).add_(t0)                        # t0 + (t1 - t0) * f
+        del bi, f, t0
+        ti = torch.where(k < side, k, (k - (hi_start - side)).clamp_(0, 2 * side - 1))
+        z = torch.where(tail, tails[ti], z)
+        del k, ti, tail
+        s = torch.tensor(sig[idx], dtype=torch.float64, device=dev)
+        z.mul_(s[:, None, None])
+        out[torch.tensor(idx, device=dev)] = z.view(len(idx), height, width, 3).to(torch.float32)
+    return out
+
+
+def noise_field(seeds, sigmas, height: int, width: int, device=None):
+    """The noise field of a batch where the DALI graph needs it: ``device`` None or a CPU
+    torch device -> NumPy (:func:`noise_field_numba`); a CUDA device -> a torch tensor on it
+    (:func:`noise_field_torch`, on its current stream)."""
+    if device is None or getattr(device, "type", device) == "cpu":
+        return noise_field_numba(seeds, sigmas, height, width)
+    return noise_field_torch(seeds, sigmas, height, width, device)

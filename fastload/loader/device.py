@@ -8,7 +8,9 @@
   (bfloat16 is not a NumPy dtype: float32, converted here with torch).
 - The copy: on a CUDA device every host array is copied with ``non_blocking=True`` on the
   loader's one CUDA stream (created by the producer thread, which also issues the image
-  backend's device work there), and an event is recorded after the copies.
+  backend's device work there: the DALI backend's noise fields and the copy of DALI's
+  output into a torch-owned tensor), and an event is recorded after the copies; tensors
+  already on the device pass through.
 - The hand-off (consumer side, :meth:`DeviceStage.hand_off`): the training loop's current
   stream waits on that event (no host synchronisation) and the tensors are marked as used
   by that stream for the caching allocator.

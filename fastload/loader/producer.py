@@ -7,7 +7,10 @@ DataLoader). Its daemon thread builds the plan's batches in order and puts
 goes on with the next epoch's batches (at most ``prefetch`` of them wait in the queue), so a
 training loop that moves on to the next epoch finds them ready: no bubble at epoch
 boundaries. An exception ends the thread after ``("error", epoch, None, exc)``. The records
-of batch k + 1 are read (on the pool) while batch k is built.
+of batch k + 1 are read (on the pool) while batch k is built, across epoch ends too.
+With a backend that has ``lookahead`` L (``BatchMaker.lookahead``; DALI on a GPU: 1), batches
+k + 1 .. k + L are started (images submitted, annotations on the pool) before batch k is
+finished, across epoch ends too; items still reach the queue in order.
 
 :meth:`Producer.stop` asks the thread to end; it notices between batches and while waiting
 to put one (every 50 ms), and frees the queued batches as it ends. ``stop`` takes no lock and
@@ -19,7 +22,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Optional
+from collections import deque
+from typing import Iterator, Optional
 
 from .batch import BatchMaker
 from .sampling import EpochPlan
@@ -41,26 +45,32 @@ class Producer:
 
     # ---------------------------------------------------------------- producer side
     def _run(self, maker: BatchMaker, plan: EpochPlan, start: int) -> None:
+        epoch = plan.epoch  # of the item being delivered (for an error)
         try:
             maker.device.bind_thread()
-            while not self._stopped:
-                batches = plan.batches()
-                ahead = maker.read_ahead(batches[start], plan) if start < len(batches) else None
-                for k in range(start, len(batches)):
-                    if self._stopped:
-                        return
-                    cur = ahead
-                    ahead = maker.read_ahead(batches[k + 1], plan) if k + 1 < len(batches) else None
-                    item = maker.make(batches[k], plan, cur)
-                    del cur
-                    if not self._put(("batch", plan.epoch, k, item)):
+            lookahead = maker.lookahead
+            window: deque = deque()  # (plan, k, started batch); k None: the end of plan's epoch
+            started = 0
+            for p, k, indices, reads in _schedule(maker, plan, start):
+                if self._stopped:
+                    return
+                window.append((p, k, None if k is None else maker.start(indices, p, reads)))
+                started += k is not None
+                del reads
+                while window and (window[0][1] is None or started > lookahead):
+                    p, k, st = window.popleft()
+                    epoch = p.epoch
+                    if k is None:
+                        item = ("end", epoch, None, None)
+                    else:
+                        started -= 1
+                        item = ("batch", epoch, k, maker.finish(st))
+                    del st
+                    if not self._put(item):
                         return
                     del item
-                if not self._put(("end", plan.epoch, None, None)):
-                    return
-                plan, start = plan.next_epoch(), 0
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            self._put(("error", plan.epoch, None, e))
+            self._put(("error", epoch, None, e))
         finally:
             if self._stopped:  # free the batches nobody will take
                 self._drain()
@@ -122,3 +132,29 @@ class Producer:
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
         return not self.thread.is_alive()
+
+
+def _schedule(maker: BatchMaker, plan: EpochPlan, start: int) -> Iterator[tuple]:
+    """``(plan, k, indices, reads)`` for every batch from batch ``start`` of ``plan`` on, epoch
+    after epoch, with ``(plan, None, None, None)`` after each epoch's last batch. The reads of
+    a batch (``maker.read_ahead``) are started one batch before it is yielded."""
+    def items():
+        p, s = plan, start
+        while True:
+            batches = p.batches()
+            for k in range(s, len(batches)):
+                yield p, k, batches[k]
+            yield p, None, None
+            p, s = p.next_epoch(), 0
+
+    def pull():
+        p, k, idx = next(it)
+        ahead.append((p, k, idx, None if k is None else maker.read_ahead(idx, p)))
+
+    it, ahead = items(), deque()
+    pull()
+    while True:
+        pull()
+        if ahead[-1][1] is None:  # the next epoch's first batch is read ahead too
+            pull()
+        yield ahead.popleft()

@@ -39,7 +39,7 @@ _NUMBERS = itertools.count()
 
 class Resources:
     """What a DataLoader owns that must be released: the thread pool, the image backend
-    (built on the first iteration, with the seed of that moment as DALI's noise seed) and
+    (built on the first iteration, with the seed of that moment in its context) and
     the one producer slot. The only code that starts or stops producer threads: a new one
     starts only after the previous one has ended, so a timed-out producer never overlaps the
     next. Holds no reference to the DataLoader. Nothing waits while holding the lock (threads

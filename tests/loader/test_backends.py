@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from fastload.augment.config import AugmentConfig
 from fastload.augment.params import sample_params
 from fastload.loader import DataLoader, SampleError
 from fastload.loader.backends import (BackendContext, backend_descriptions, backend_names,
                                       create_backend, default_backend, register_backend,
                                       unregister_backend)
-from tests.helpers.data import corrupt_image
+from tests.helpers.data import blob_dataset, corrupt_image
 from tests.loader.common import CFG, assert_batches_equal, collect
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "loader.md"
@@ -139,36 +140,54 @@ def test_cpu_backend_errors_name_their_sample(blobs):
 
 # ------------------------------------------------------------------ dali (its CPU operators here)
 def test_dali_backend_two_phase_equals_augmenter_run(blobs):
+    """Batches submitted ahead of their result (the producer's look-ahead) come back equal
+    to the augmenter run batch by batch; a dropped pending batch is cancelled; bad samples
+    are named."""
+    import gc
     from fastload.augment.dali import DaliAugmenter
     ctx = BackendContext(CFG, batch_size=4, num_threads=2, device=torch.device("cpu"), seed=5)
-    be = create_backend("dali", ctx)
-    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=5)
-    for idx in ([0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 0]):
-        args = _inputs(blobs, idx, seed=5)
-        pending = be.submit(*args)
+    from fastload.loader.backends import DaliBackend
+    assert create_backend("dali", ctx).lookahead == 0  # default on DALI's CPU operators
+    be = DaliBackend(ctx, prefetch_depth=2)  # as on a GPU
+    assert be.lookahead == 1
+    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, prefetch_queue_depth=1)
+    batches = [_inputs(blobs, idx, seed=5) for idx in ([0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 0])]
+    pendings = [be.submit(*args) for args in batches]  # all in flight before any result
+    for args, pending in zip(batches, pendings):
         images, errors = pending.result()
         assert errors == []
         assert torch.equal(images, aug.run(*args))
+    dropped = be.submit(*batches[0])  # given up (the producer stopped): never returned
+    del dropped
+    gc.collect()
+    images, errors = be.submit(*batches[1]).result()
+    assert errors == [] and torch.equal(images, aug.run(*batches[1]))
     corrupt_image(blobs, 5)
     enc, ps, names, sizes = _inputs(blobs, [4, 5, 6, 7])
     sizes[3] = (1, 1)
-    images, errors = be.submit(enc, ps, names, sizes).result()
+    ahead = be.submit(*batches[2])
+    images, errors = be.submit(enc, ps, names, sizes).result()  # out of order, after a bad one
     assert [j for j, _ in errors] == [1, 3]
     assert "img_0005.jpg" in str(errors[0][1]) and "img_0007.jpg" in str(errors[1][1])
+    images, errors = ahead.result()
+    assert errors == [] and torch.equal(images, aug.run(*batches[2]))
+    enc[2] = b""  # found before DALI runs (the corrupt one is found in the next try)
+    images, errors = be.submit(enc, ps, names, [(72, 96)] * 4).result()
+    assert [j for j, _ in errors] == [2] and "empty" in str(errors[0][1])
     be.close()
     aug.close()
 
 
 def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
     """backend="dali" (DALI CPU operators here): images equal DaliAugmenter run by hand on
-    the same batches in the same order; a bad JPEG names its sample; skip works."""
+    the same batches; a bad JPEG names its sample; skip works."""
     from fastload.augment.dali import DaliAugmenter
     from fastload.augment.params import sample_params
 
     ld = DataLoader(blobs, batch_size=4, shuffle=True, augment=CFG, backend="dali", seed=4,
                     num_threads=2)
     got = collect(ld)
-    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2, seed=4)
+    aug = DaliAugmenter(CFG, batch_size=4, device_id=None, num_threads=2)
     for b in got:
         idx = b["index"].tolist()
         recs = [blobs[i] for i in idx]
@@ -180,3 +199,64 @@ def test_dali_backend_on_cpu_matches_pipeline_by_hand(blobs):
         list(DataLoader(blobs, batch_size=4, augment=CFG, backend="dali"))
     ld = DataLoader(blobs, batch_size=4, augment=CFG, backend="dali", on_error="skip")
     assert [b["index"].tolist() for b in ld] == [[0, 1, 2, 3], [4, 5, 7], [8, 9]]
+
+
+ALL_ON = AugmentConfig(out_size=(72, 96), hue_deg=30, brightness=0.2, contrast=0.3,
+                       shadow_prob=1.0, noise_sigma=(2, 10), dtype="uint8")
+
+
+def _by_index(loader):
+    return {int(i): img for b in loader for i, img in zip(b["index"], b["image"].clone())}
+
+
+def test_dali_images_do_not_depend_on_the_batch_and_match_the_cpu_backend(blobs):
+    """backend="dali" on DALI's CPU operators, every op on (noise included): the same index
+    gets the identical image at batch sizes 3 and 5 and after a resume, and is within 2
+    levels of backend="cpu"."""
+    kw = dict(shuffle=True, seed=7, augment=ALL_ON, num_threads=2, device="cpu")
+    three = _by_index(DataLoader(blobs, batch_size=3, backend="dali", **kw))
+    five = _by_index(DataLoader(blobs, batch_size=5, backend="dali", **kw))
+    cpu = _by_index(DataLoader(blobs, batch_size=4, backend="cpu", **kw))
+    assert sorted(three) == sorted(five) == sorted(cpu) == list(range(10))
+    worst = 0
+    for i in range(10):
+        assert torch.equal(three[i], five[i]), i
+        d = (three[i].int() - cpu[i].int()).abs()
+        assert d.max() <= 2 and d.float().mean() < 0.5, (i, d.max(), d.float().mean())
+        worst = max(worst, int(d.max()))
+    assert worst >= 1  # (DALI rounds between stages: not bit-identical, and the test can tell)
+    ld = DataLoader(blobs, batch_size=3, backend="dali", **kw)
+    it = iter(ld)
+    next(it)
+    state = ld.state_dict()
+    it.close()
+    resumed = DataLoader(blobs, batch_size=3, backend="dali", **kw)
+    resumed.load_state_dict(state)
+    rest = _by_index(resumed)
+    assert len(rest) == 7 and all(torch.equal(rest[i], three[i]) for i in rest)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("n", [10, 3])
+def test_dali_prefetch_depths_give_the_same_batches(depth, n):
+    """The DALI backend at prefetch depth 2 (the GPU's default: one batch submitted ahead)
+    and 3 (two ahead), across epoch ends, gives the batches of depth 1 (the default on DALI's
+    CPU operators), over three epochs; n=3 with batch_size 4 is one batch per epoch (fewer
+    than the depth)."""
+    from fastload.loader.backends import DaliBackend
+    ds = blob_dataset(n)
+    register_backend(f"dali-depth{depth}", lambda ctx: DaliBackend(ctx, prefetch_depth=depth),
+                     "DALI at another prefetch depth (a test)")
+    try:
+        kw = dict(batch_size=4, shuffle=True, seed=6, augment=CFG, targets=["centernet"],
+                  num_threads=2, device="cpu")
+        ld = DataLoader(ds, backend=f"dali-depth{depth}", **kw)
+        ref = DataLoader(ds, backend="dali", **kw)
+        for epoch in range(3):
+            got, want = collect(ld), collect(ref)
+            assert len(got) == len(want) == (n + 3) // 4
+            for g, w in zip(got, want):
+                assert_batches_equal(g, w)
+        assert ld._resources.backend.lookahead == depth - 1
+    finally:
+        unregister_backend(f"dali-depth{depth}")

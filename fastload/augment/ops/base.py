@@ -171,14 +171,25 @@ class Draws(NamedTuple):
 @dataclass(frozen=True)
 class DaliInput:
     """A per-sample external input of an op's DALI fragment: ``feed(params, cfg)`` returns
-    one sample's array (``dtype`` "float32" or "uint8", ``ndim`` dimensions). Its source in
-    the graph is named ``"<op>_<name>"``."""
+    one sample's host array (``dtype`` "float32" or "uint8", ``ndim`` dimensions). Its source
+    in the graph is named ``"<op>_<name>"``.
+
+    ``batch_feed(params_list, cfg, device)`` instead (``feed`` None) makes the whole batch's
+    input at once where the graph runs: ``device`` is None for DALI's CPU operators (return a
+    (B, ...) NumPy array) or the graph's CUDA ``torch.device`` (return a (B, ...) torch
+    tensor on it, made on the current stream); the source is then on the GPU, so the input
+    never crosses PCIe (e.g. the noise field)."""
 
     name: str
     dtype: str
     ndim: int
-    feed: Callable[[Any, Any], np.ndarray]
+    feed: Optional[Callable[[Any, Any], np.ndarray]]
     layout: Optional[str] = None
+    batch_feed: Optional[Callable[[Sequence[Any], Any, Any], Any]] = None
+
+    def __post_init__(self):
+        if (self.feed is None) == (self.batch_feed is None):
+            raise ValueError(f"DaliInput {self.name!r}: give exactly one of feed and batch_feed")
 
 
 class DaliContext(NamedTuple):

@@ -1,10 +1,16 @@
 """Gaussian noise: ``v += noise_sigma * z``, ``z`` standard normal per pixel and channel.
 
-Fused CPU kernel and reference: ``z`` comes from the counter-based generator of
-``fastload.augment.noise`` keyed by (``noise_seed``, ``i*W + j``, channel), so a sample's
-noise does not depend on threads, batches or workers. DALI: ``fn.noise.gaussian(stddev=
-noise_sigma)`` on uint8 (adds N(0, sigma), rounds, clamps); DALI seeds its noise operator
-once per pipeline, so there ``noise_seed`` is not used, only ``noise_sigma``.
+``z`` comes from the counter-based generator of ``fastload.augment.noise`` keyed by
+(``noise_seed``, ``i*W + j``, channel) on every backend, so a sample's noise depends on
+nothing else (threads, batches, workers, resume, backend):
+
+- fused CPU kernel and reference: added in float64 to the unrounded pixel;
+- DALI: the batch's field ``noise_sigma * z`` (float32, (B, H, W, 3)) is made where the
+  graph runs (:func:`fastload.augment.noise.noise_field`: Numba on the CPU, torch on the
+  GPU, bit-identical) and fed as the external input ``noise_field``; the fragment is
+  ``cast(img + field, uint8)`` (round to nearest, saturate) on the uint8 image. The image
+  it is added to was rounded to uint8 after the warp and each earlier op, so DALI's output
+  is within 2 levels of the CPU kernel's (tested).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from fastload.augment.noise import (GOLDEN, MASK21, SHIFT0, SHIFT1, SHIFT2, icdf_table, mix64,
-                                    noise_key, noise_normals, normal21)
+                                    noise_field, noise_key, noise_normals, normal21)
 from fastload.augment.ops.base import DaliInput, Op, lerp, value_range
 
 _U64 = 1 << 64
@@ -37,7 +43,10 @@ class Noise(Op):
     values = {"noise_sigma": 0.0, "noise_seed": 0}
     kernel_args = ("on", "sigma", "key", "table", "width")
     pixel = pixel
-    dali_inputs = (DaliInput("sigma", "float32", 0, lambda p, cfg: np.float32(p.noise_sigma)),)
+    dali_inputs = (DaliInput("field", "float32", 3, None, layout="HWC",
+                             batch_feed=lambda ps, cfg, device: noise_field(
+                                 [p.noise_seed for p in ps], [p.noise_sigma for p in ps],
+                                 *cfg.out_size, device=device)),)
 
     def draw(self, cfg, draws, frame):
         seed = int(draws.gen.integers(0, _U64, dtype=np.uint64, endpoint=False))
@@ -54,7 +63,7 @@ class Noise(Op):
                 int(cfg.out_size[1]))
 
     def dali_fragment(self, img, inputs, ctx):
-        return ctx.fn.noise.gaussian(img, stddev=inputs["sigma"])
+        return ctx.fn.cast(img + inputs["field"], dtype=ctx.types.UINT8)
 
     def reference(self, v, params, cfg):
         sigma = float(params.noise_sigma)
