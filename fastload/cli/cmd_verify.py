@@ -8,7 +8,10 @@ import time
 
 def _cmd_verify(args) -> int:
     from fastload.store import Manifest, verify
+    from fastload.store.remote import fetch, is_url
     t0 = time.perf_counter()
+    if is_url(args.dataset):  # the cached copy (fetched and checked file by file first)
+        args.dataset = str(fetch(args.dataset, progress=not args.quiet))
     notes: list = []
     problems = verify(args.dataset, decode_images=not args.no_decode, progress=not args.quiet,
                       notes=notes)
@@ -33,7 +36,8 @@ def add_parser(subparsers) -> None:
                     "decodes, every image decodes to its recorded size. Each shard is read in "
                     "a child process, so damaged LMDB pages that crash the reader are "
                     "reported as a damaged shard. Exit code 1 if anything is wrong.")
-    p.add_argument("dataset", help="packed dataset directory (with manifest.json)")
+    p.add_argument("dataset", help="packed dataset directory (with manifest.json), or its URL "
+                                   "(checks the local cache's copy)")
     p.add_argument("--no-decode", action="store_true", help="checksums and records only")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)

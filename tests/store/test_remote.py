@@ -79,12 +79,13 @@ def test_open_by_url_equals_local_and_warm_cache_fetches_the_manifest_only(serve
     assert ds.path.parent == dataset_cache_dir(f"{base}/a", tmp_path)
     assert (ds.path.parent / "url").read_text() == f"{base}/a\n"
     shards = [f"/a/{s.file}" for s in local.manifest.shards]
-    assert gets("/a/") == Counter({"/a/manifest.json": 1, **{s: 1 for s in shards}})
-    assert sorted(p.name for p in ds.path.iterdir()) == sorted(
-        [MANIFEST_NAME] + [s.file for s in local.manifest.shards])  # no .part, no .lock
+    digests = [f"/a/{s.digests}" for s in local.manifest.shards]
+    assert gets("/a/") == Counter({"/a/manifest.json": 1, **{s: 1 for s in shards + digests}})
+    assert sorted(p.name for p in ds.path.iterdir()) == sorted(  # no .part, no .lock
+        [MANIFEST_NAME] + [f for s in local.manifest.shards for f in (s.file, s.digests)])
     again = Dataset(f"{base}/a", cache_dir=tmp_path, progress=False)
     assert again.path == ds.path
-    assert gets("/a/") == Counter({"/a/manifest.json": 2, **{s: 1 for s in shards}})
+    assert gets("/a/") == Counter({"/a/manifest.json": 2, **{s: 1 for s in shards + digests}})
     # a shard deleted from the cache is fetched again
     (ds.path / local.manifest.shards[1].file).unlink()
     Dataset(f"{base}/a", cache_dir=tmp_path, progress=False)
@@ -164,8 +165,8 @@ def test_two_processes_download_each_shard_once(server, tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     results = [q.get(timeout=5) for _ in procs]
     assert results[0] == results[1] and results[0][1] == 36
-    shards = [f"/race/{s.file}" for s in Dataset(served).manifest.shards]
-    assert gets("/race/") == Counter({"/race/manifest.json": 2, **{s: 1 for s in shards}})
+    files = [f"/race/{f}" for s in Dataset(served).manifest.shards for f in (s.file, s.digests)]
+    assert gets("/race/") == Counter({"/race/manifest.json": 2, **{f: 1 for f in files}})
 
 
 def test_an_interrupted_download_resumes(server, tmp_path):
@@ -218,3 +219,27 @@ def test_info_command_takes_a_url(server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     assert cli_main(["info", f"{base}/cli"]) == 0
     assert "records      20 in 4 shard(s)" in capsys.readouterr().out
+
+
+def test_verify_command_takes_a_url_and_checks_records_by_their_digests(server, tmp_path,
+                                                                         monkeypatch, capsys):
+    """The digests files come with the shards (checked against the manifest), so verifying a
+    dataset opened by URL checks each record, not only whole shards."""
+    from fastload.cli import main as cli_main
+    www, base, _ = server
+    _serve_copy(www, "verify")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert cli_main(["verify", f"{base}/verify", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "verify: OK, 20 records" in out and "note" not in err
+
+
+def test_a_corrupt_digests_file_is_refused_by_name(server, tmp_path):
+    www, base, _ = server
+    served = _serve_copy(www, "bad-digests")
+    entry = Dataset(served).manifest.shards[1]
+    data = bytearray((served / entry.digests).read_bytes())
+    data[3] ^= 0xFF
+    (served / entry.digests).write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=f"{entry.digests}: the digests file does not match"):
+        Dataset(f"{base}/bad-digests", cache_dir=tmp_path, progress=False)
