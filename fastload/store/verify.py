@@ -2,7 +2,6 @@
 summarize the manifest."""
 from __future__ import annotations
 
-import io
 import sys
 from typing import List
 
@@ -17,7 +16,8 @@ from fastload.store.shards import ShardHash, decode_key
 def verify(path, decode_images: bool = True, progress: bool = False) -> List[str]:
     """Check a packed dataset: per shard, the record count, byte count and blake2b
     of the values in key order against the manifest; every record decodes; with
-    ``decode_images``, every image fully decodes with PIL and has the recorded size.
+    ``decode_images``, every image fully decodes with the loader's decoder
+    (:func:`fastload.augment.decode.decode_image`) and has the recorded size.
     Missing or truncated shard files are reported and never opened.
 
     Returns a list of problem strings (empty when everything is fine); records are
@@ -47,16 +47,15 @@ def verify(path, decode_images: bool = True, progress: bool = False) -> List[str
 
 
 def _image_problem(rec: Record):
-    """Why the record's image does not fully decode to its recorded size, or None."""
-    from PIL import Image
+    """Why the record's image does not fully decode to its recorded size, or None: the
+    loader's own decoder and policy (:func:`fastload.augment.decode.decode_image`: the
+    header checked against the pixel cap and the record's size first, corrupt data never
+    decoded by a more lenient decoder, EXIF orientation ignored)."""
+    from fastload.augment.decode import decode_image
     try:
-        with Image.open(io.BytesIO(rec.image_bytes)) as im:
-            im.load()
-            size = im.size
-    except Exception as e:  # PIL raises many types on corrupt data
+        decode_image(rec.image_bytes, "image", size=(rec.height, rec.width))
+    except ValueError as e:
         return str(e)
-    if size != (rec.width, rec.height):
-        return f"decoded size {size[0]}x{size[1]} differs from recorded {rec.width}x{rec.height}"
     return None
 
 
