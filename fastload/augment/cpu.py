@@ -13,6 +13,10 @@ semantics as the DALI pipeline):
 The kernel is generated from the table (``fastload.augment.fused``), so the whole chain is
 one pass over the output with no intermediate image.
 
+Encoded images are decoded by :func:`fastload.augment.decode.decode_for_warp`: a JPEG whose
+matrix shrinks it 2x or more is decoded at 1/2, 1/4 or 1/8 by libjpeg-turbo's scaled IDCT and
+warped with the matrix composed with that scale (:func:`warp_matrix`), which also anti-aliases.
+
 Public API: :class:`CpuAugmenter` (batches on a thread pool; kernels release the GIL),
 :func:`augment_image` (one image into a preallocated ``(3, H, W)`` slice) and
 :func:`augment_image_reference` (slow, obvious NumPy passes composed from the ops'

@@ -54,8 +54,10 @@ def _image_problem(rec: Record):
     from fastload.augment.decode import decode_image
     try:
         decode_image(rec.image_bytes, "image", size=(rec.height, rec.width))
-    except ValueError as e:
+    except ValueError as e:  # the decoder's errors: each says what is wrong
         return str(e)
+    except Exception as e:  # noqa: BLE001 - anything else is a problem of this record too
+        return f"{type(e).__name__}: {e}"
     return None
 
 
