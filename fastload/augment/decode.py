@@ -35,15 +35,14 @@ libjpeg-turbo's scaled IDCT (:func:`dct_scale` picks the factor; simplejpeg's ``
 ``min_width`` select it). Geometry, derived from the scaled IDCT and checked by
 ``tests/augment/test_decode_scaled.py``: decoded pixel (i, j) at scale 1/k is the (lowpass)
 average of source pixels [jk, (j+1)k) x [ik, (i+1)k) (within a level of the box average,
-measured), so source point (x, y) is decoded point
-(x / k, y / k) and the warp uses ``M @ diag(k, k, 1)``. libjpeg rounds the scaled size up:
-when k does not divide the width, the last decoded column covers [(n-1)k, nk) with only
-[(n-1)k, W) inside the image (the encoder padded the block by repeating the edge), so its value
-is blended with the warp's ``pad_value`` by the inside fraction ``(W - (n-1)k) / k`` (likewise
-the last row): every decoded pixel is then the average of the source extended by ``pad_value`` over its
-footprint, and the image ends at W, not at nk. The scaled IDCT also anti-aliases: better than a
-bilinear warp from full size, and a per-backend difference (the DALI backend decodes at full
-size).
+measured), so source point (x, y) is decoded point (x / k, y / k) and the warp uses
+``M @ diag(k, k, 1)``. libjpeg rounds the scaled size up: when k does not divide the width, the
+last decoded column covers [(n-1)k, nk) with only [(n-1)k, W) inside the image (the encoder
+padded the block by repeating the edge), so its value is blended with the warp's ``pad_value``
+by the inside fraction ``(W - (n-1)k) / k`` (likewise the last row): every decoded pixel is
+then the average of the source extended by ``pad_value`` over its footprint, and the image
+ends at W, not at nk. The scaled IDCT also anti-aliases: better than a bilinear warp from full
+size, and a per-backend difference (the DALI backend decodes at full size).
 
 Every failure is a ``ValueError`` naming the sample (``name``) and the reason.
 """

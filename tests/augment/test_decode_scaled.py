@@ -236,7 +236,7 @@ def test_cpu_paths_decode_reduced_and_agree_with_the_reference():
     from fastload.loader.backends import BackendContext, create_backend
     yy, xx = np.mgrid[0:H, 0:W]
     img = np.stack([128 + 90 * np.sin(xx / 45.0) * np.cos(yy / 35.0), 60 + yy * 0.2,
-                    200 - xx * 0.15], -1).astype(np.uint8)  # smooth: a full-size warp aliases little
+                    200 - xx * 0.15], -1).astype(np.uint8)  # smooth: little aliasing at full size
     jpg = simplejpeg.encode_jpeg(np.ascontiguousarray(img), 90)
     cfg = AugmentConfig(out_size=(96, 128), pad_value=114.0, rotate_deg=30, hue_deg=20,
                         noise_sigma=(1.0, 3.0), shadow_prob=1.0)
