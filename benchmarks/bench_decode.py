@@ -1,4 +1,6 @@
-"""Decode one 640x480 JPEG (a ``fastload.synth`` scene, quality 90) to HWC uint8 RGB, per decoder.
+"""Decode one 640x480 JPEG (a ``fastload.synth`` scene, quality 90) to HWC uint8 RGB, per decoder,
+plus what fastload's policy adds (the header read before decoding) and libjpeg-turbo's reduced
+sizes (1/2, 1/4, 1/8). Photo-sized sources: ``bench_decode_scaled.py``.
 
 Run: python3 -m pytest benchmarks/bench_decode.py --benchmark-only
 The fastest one is what fastload.augment.decode uses (see docs/cpu_backend.md).
@@ -8,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fastload.augment.decode import DECODERS, decode_image
+from fastload.augment.decode import DECODERS, decode_image, read_header
 from fastload.synth.scenes import encode_jpeg, encode_png, make_scene
 
 _IMG = make_scene(np.random.default_rng(0), width=640, height=480).image
@@ -52,6 +54,24 @@ def test_decode_jpeg_dali_cpu(benchmark):
     p.build()
     out = benchmark(lambda: np.asarray(p.run()[0][0]))
     assert out.shape == (480, 640, 3)
+
+
+def test_decode_image_with_policy(benchmark):
+    """decode_image: header (pixel cap, size) + strict simplejpeg decode + size check."""
+    out = benchmark(decode_image, JPEG, "bench.jpg", (480, 640))
+    assert out.shape == (480, 640, 3)
+
+
+def test_read_header(benchmark):
+    assert benchmark(read_header, JPEG).width == 640
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_decode_jpeg_reduced(benchmark, k):
+    import simplejpeg
+    out = benchmark(lambda: simplejpeg.decode_jpeg(JPEG, colorspace="RGB", min_height=480 // k,
+                                                   min_width=640 // k))
+    assert out.shape == (480 // k, 640 // k, 3)
 
 
 def test_decode_png_chosen(benchmark):

@@ -13,6 +13,10 @@ semantics as the DALI pipeline):
 The kernel is generated from the table (``fastload.augment.fused``), so the whole chain is
 one pass over the output with no intermediate image.
 
+Encoded images are decoded by :func:`fastload.augment.decode.decode_for_warp`: a JPEG whose
+matrix shrinks it 2x or more is decoded at 1/2, 1/4 or 1/8 by libjpeg-turbo's scaled IDCT and
+warped with the matrix composed with that scale (:func:`warp_matrix`), which also anti-aliases.
+
 Public API: :class:`CpuAugmenter` (batches on a thread pool; kernels release the GIL),
 :func:`augment_image` (one image into a preallocated ``(3, H, W)`` slice) and
 :func:`augment_image_reference` (slow, obvious NumPy passes composed from the ops'
@@ -28,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.decode import decode_image
+from fastload.augment.decode import decode_for_warp
 from fastload.augment.fused import fused_kernel
 from fastload.augment.ops import PIXEL_OPS
 from fastload.augment.output import norm_consts, output_reference, output_target
@@ -36,7 +40,7 @@ from fastload.augment.warp import inverse_2x3, warp_reference
 from fastload.dtypes import output_numpy_dtype
 
 __all__ = ["CpuAugmenter", "augment_image", "augment_image_reference",
-           "kernel_ops"]
+           "kernel_ops", "warp_matrix"]
 
 
 def _check_image(image, name="image"):
@@ -56,17 +60,30 @@ def kernel_ops(cfg: AugmentConfig, params=None):
                  if op.active(cfg) or (params is not None and op.needed(params)))
 
 
+def warp_matrix(matrix, source_scale: int = 1) -> np.ndarray:
+    """The matrix that warps an image decoded at 1/``source_scale`` of the size ``matrix``
+    was drawn for: ``matrix @ diag(k, k, 1)`` (decoded pixel (i, j) covers source
+    [jk, (j+1)k) x [ik, (i+1)k); ``fastload.augment.decode``); ``matrix`` itself for 1."""
+    if source_scale == 1:
+        return matrix
+    k = float(source_scale)
+    return np.asarray(matrix, np.float64) @ np.diag([k, k, 1.0])
+
+
 def augment_image(image_hwc_uint8: np.ndarray, params, cfg: AugmentConfig,
                   out_chw: np.ndarray, mask_buffer: Optional[np.ndarray] = None,
-                  name: str = "image", scratch: Optional[dict] = None) -> np.ndarray:
+                  name: str = "image", scratch: Optional[dict] = None,
+                  source_scale: int = 1) -> np.ndarray:
     """Augment one HWC uint8 RGB image into the preallocated ``out_chw`` (3, H, W).
 
     ``params``: a SampleParams (matrix maps source pixel coords to output pixel coords,
     continuous convention of DESIGN.md). ``out_chw`` must be C-contiguous with
     ``(H, W) == cfg.out_size`` and dtype ``output_numpy_dtype(cfg.dtype)``.
     ``mask_buffer``: optional reusable uint8 (H, W) scratch for the shadow mask;
-    ``scratch``: a reusable dict of such buffers (one per thread). Releases the GIL for the
-    whole kernel. Returns ``out_chw``.
+    ``scratch``: a reusable dict of such buffers (one per thread). ``source_scale``: the
+    image was decoded at 1/k of the size ``params.matrix`` was drawn for
+    (:func:`fastload.augment.decode.decode_for_warp`); the warp uses :func:`warp_matrix`.
+    Releases the GIL for the whole kernel. Returns ``out_chw``.
     """
     img = _check_image(image_hwc_uint8, name)
     H, W = cfg.out_size
@@ -75,7 +92,7 @@ def augment_image(image_hwc_uint8: np.ndarray, params, cfg: AugmentConfig,
             or out_chw.dtype != want or not out_chw.flags.c_contiguous:
         raise ValueError(f"out_chw: expected a C-contiguous (3, {H}, {W}) {want} array, got "
                          f"{getattr(out_chw, 'dtype', type(out_chw))} {getattr(out_chw, 'shape', '')}")
-    minv = inverse_2x3(params.matrix, f"{name}: params.matrix")
+    minv = inverse_2x3(warp_matrix(params.matrix, source_scale), f"{name}: params.matrix")
     if scratch is None:
         scratch = {}
     if mask_buffer is not None:
@@ -94,12 +111,15 @@ def augment_image(image_hwc_uint8: np.ndarray, params, cfg: AugmentConfig,
     return out_chw
 
 
-def augment_image_reference(image: np.ndarray, params, cfg: AugmentConfig) -> np.ndarray:
+def augment_image_reference(image: np.ndarray, params, cfg: AugmentConfig,
+                            source_scale: int = 1) -> np.ndarray:
     """Slow, obvious NumPy version of :func:`augment_image`: the warp, each op's reference
-    in table order, clamp + normalize, as separate float64 passes.
+    in table order, clamp + normalize, as separate float64 passes (``source_scale`` as in
+    :func:`augment_image`).
 
     Returns a (3, H, W) array of ``output_numpy_dtype(cfg.dtype)``."""
-    v = warp_reference(_check_image(image), params.matrix, cfg.out_size, cfg.pad_value)
+    v = warp_reference(_check_image(image), warp_matrix(params.matrix, source_scale),
+                       cfg.out_size, cfg.pad_value)
     for op in PIXEL_OPS:
         v = op.reference(v, params, cfg)
     return output_reference(v, cfg)
@@ -109,7 +129,9 @@ class CpuAugmenter:
     """Decode + augment batches on a thread pool (the kernels and decoders release the GIL).
 
     ``run(images_or_encoded, params_list, out=None)``: each item is either an HWC uint8
-    RGB array or encoded bytes (JPEG/PNG/...); ``params_list[b]`` is that sample's
+    RGB array or encoded bytes (JPEG/PNG/...; decoded by
+    :func:`fastload.augment.decode.decode_for_warp`, so a JPEG the matrix shrinks 2x or more
+    is decoded at a reduced size); ``params_list[b]`` is that sample's
     SampleParams. Writes into ``out`` (B, 3, H, W) of ``output_numpy_dtype(cfg.dtype)``
     if given, else allocates it; returns it (NumPy: wrap with ``torch.from_numpy``;
     for bfloat16 convert the float32 result with torch). Outputs do not depend on the
@@ -143,8 +165,12 @@ class CpuAugmenter:
 
     def _one(self, item, params, out_b, b, names):
         name = names[b] if names is not None else f"sample {b}"
-        img = item if isinstance(item, np.ndarray) and item.ndim == 3 else decode_image(item, name)
-        augment_image(img, params, self.cfg, out_b, name=name, scratch=self._scratch())
+        if isinstance(item, np.ndarray) and item.ndim == 3:
+            img, k = item, 1
+        else:
+            img, k = decode_for_warp(item, params.matrix, name, pad_value=self.cfg.pad_value)
+        augment_image(img, params, self.cfg, out_b, name=name, scratch=self._scratch(),
+                      source_scale=k)
 
     def run(self, images_or_encoded: Sequence, params_list: Sequence, out: Optional[np.ndarray] = None,
             names: Optional[Sequence[str]] = None) -> np.ndarray:

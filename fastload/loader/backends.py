@@ -162,10 +162,11 @@ class _Futures:
 # --------------------------------------------------------------------------- cpu
 class CpuBackend:
     """The fused Numba kernel, one task per sample (so a bad image is attributed to its
-    sample, and one pool serves images and annotations): decode
-    (:func:`fastload.augment.decode.decode_image`), check the size, augment into the
-    sample's row of ``out`` (:func:`fastload.augment.cpu.augment_image`). Without a pool the
-    tasks run in ``submit``."""
+    sample, and one pool serves images and annotations): read the header and check its size
+    against the record's before decoding, decode (at a reduced size when the sample's matrix
+    shrinks a JPEG 2x or more: :func:`fastload.augment.decode.decode_for_warp`), augment into
+    the sample's row of ``out`` (:func:`fastload.augment.cpu.augment_image`). Without a pool
+    the tasks run in ``submit``."""
     writes_host_buffer = True
 
     def __init__(self, ctx: BackendContext):
@@ -190,18 +191,16 @@ class CpuBackend:
                                                sizes[j], out[j]) for j in range(n)])
 
     def augment_one(self, encoded, params, name, size, out_chw) -> None:
-        """One sample: decoded image (checked against ``size``) -> augmented into ``out_chw``."""
+        """One sample: the image (its header and decoded size checked against ``size``, the
+        record's (height, width)) -> augmented into ``out_chw``."""
         from fastload.augment.cpu import augment_image
-        from fastload.augment.decode import decode_image
-        img = decode_image(encoded, name)
-        if size is not None and tuple(img.shape[:2]) != (int(size[0]), int(size[1])):
-            raise ValueError(f"{name}: image is {img.shape[0]}x{img.shape[1]} (HxW) but its "
-                             f"record says {int(size[0])}x{int(size[1])}")
+        from fastload.augment.decode import decode_for_warp
+        img, scale = decode_for_warp(encoded, params.matrix, name, size, self.cfg.pad_value)
         H, W = self.cfg.out_size
         mask = getattr(self._local, "mask", None)
         if mask is None:
             mask = self._local.mask = np.empty((H, W), np.uint8)
-        augment_image(img, params, self.cfg, out_chw, mask, name=name)
+        augment_image(img, params, self.cfg, out_chw, mask, name=name, source_scale=scale)
 
     def close(self) -> None:
         pass

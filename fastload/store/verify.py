@@ -11,7 +11,6 @@ was reading; one that makes no progress for ``stall_s`` seconds is killed and re
 from __future__ import annotations
 
 import faulthandler
-import io
 import json
 import multiprocessing as mp
 import signal
@@ -39,7 +38,7 @@ def verify(path, decode_images: bool = True, progress: bool = False,
     of the values in key order against the manifest; each record against its digest in
     the shard's digests file (naming a changed record; packs without digests files are
     checked shard by shard); every record decodes; with ``decode_images``, every image
-    fully decodes with PIL and has the recorded size. Missing or truncated shard files are
+    fully decodes with the loader's decoder and has the recorded size. Missing or truncated shard files are
     reported and never opened; a shard whose reading crashes (damaged LMDB pages) or stalls
     for ``stall_s`` seconds is reported as damaged.
 
@@ -157,20 +156,14 @@ def _child(ds: Dataset, s: int, entry: ShardEntry, decode_images: bool, done_upt
 
 
 def _image_problem(rec: Record) -> Optional[str]:
-    """Why the record's image does not fully decode to its recorded size, or None."""
-    from PIL import Image
-
-    from fastload.limits import check_image_size
+    """Why the record's image does not decode to its recorded size with the loader's decoder
+    (:func:`fastload.augment.decode.decode_image`: the same strict policy, the pixel cap and
+    the size checked on the header before decoding), or None."""
+    from fastload.augment.decode import decode_image
     try:
-        check_image_size(rec.height, rec.width, "the recorded size")
-        with Image.open(io.BytesIO(rec.image_bytes)) as im:
-            check_image_size(im.size[1], im.size[0], "the image header")
-            im.load()
-            size = im.size
-    except Exception as e:  # PIL raises many types on corrupt data
+        decode_image(rec.image_bytes, "image", size=(rec.height, rec.width))
+    except ValueError as e:
         return str(e)
-    if size != (rec.width, rec.height):
-        return f"decoded size {size[0]}x{size[1]} differs from recorded {rec.width}x{rec.height}"
     return None
 
 
