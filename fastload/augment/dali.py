@@ -66,6 +66,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from fastload.augment.config import AugmentConfig
+from fastload.augment.decode import read_header
 from fastload.augment.ops import PIXEL_OPS
 from fastload.augment.ops.base import DaliContext
 from fastload.augment.params import SampleParams
@@ -182,9 +183,13 @@ class DaliAugmenter:
         def augment():
             enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1, no_copy=False)
             mtx = fn.external_source(name="mtx", dtype=types.FLOAT, ndim=2)
-            shape = fn.peek_image_shape(enc)  # header only; checks the record's size
+            # stored pixel order, like every decoder of fastload: DALI applies EXIF
+            # orientation by default (annotations label stored pixels: a rotated image
+            # would put every mask off its object)
+            shape = fn.peek_image_shape(enc, adjust_orientation=False)  # checks the size
             img = fn.decoders.image(enc, device="mixed" if gpu else "cpu",
-                                    output_type=types.RGB, **decoder_kw)
+                                    output_type=types.RGB, adjust_orientation=False,
+                                    **decoder_kw)
             img = fn.warp_affine(img, matrix=mtx, size=(out_h, out_w), inverse_map=False,
                                  fill_value=float(cfg.pad_value),
                                  interp_type=types.INTERP_LINEAR, dtype=types.UINT8)
@@ -232,6 +237,11 @@ class DaliAugmenter:
             enc.append(a)
             if a.size == 0:
                 errors.append((i, ValueError(f"{_who(i, names)}: empty encoded image")))
+                continue
+            try:  # the pixel cap, before DALI allocates anything (DALI has none of its own)
+                read_header(a, _who(i, names))
+            except ValueError as ex:
+                errors.append((i, ex))
                 continue
             for op in left_out:  # an op left out of the graph must not be needed
                 if op.needed(q):
@@ -461,7 +471,8 @@ class DaliAugmenter:
                           prefetch_queue_depth=1)
             def dec():
                 e = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
-                return fn.decoders.image(e, device="cpu", output_type=types.RGB)
+                return fn.decoders.image(e, device="cpu", output_type=types.RGB,
+                                         adjust_orientation=False)
             self._decode_pipe = dec()
             self._decode_pipe.build()
         try:

@@ -257,3 +257,28 @@ def test_verify_uses_the_same_decoder_policy():
     jpg = _jpeg()
     assert "extraneous bytes" in _image_problem(rec(jpg[:-2] + b"junk" * 4 + jpg[-2:]))
     assert "over the limit" in _image_problem(rec(_bomb_jpeg(), 60000, 60000))
+
+
+# ------------------------------------------------------------------ the DALI backend too
+def test_dali_ignores_exif_orientation_and_refuses_a_bomb_before_decoding():
+    """DALI's decoders apply EXIF orientation by default and have no pixel cap: fastload's DALI
+    graph decodes in stored pixel order like every other path, and a bomb header is refused
+    before DALI allocates anything (DALI's CPU operators; the GPU graph is built the same)."""
+    pytest.importorskip("nvidia.dali")
+    from fastload.augment.dali import DaliAugmenter, SampleErrors
+    from fastload.augment.params import SampleParams, compose_matrix
+    cfg = AugmentConfig.off(out_size=(H, W), dtype="uint8")
+    aug = DaliAugmenter(cfg, batch_size=2, device_id=None, num_threads=1)
+    p = SampleParams(matrix=compose_matrix(H, W, H, W))
+    out = aug.run([_jpeg(exif_orientation=6), _jpeg(exif_orientation=3)], [p, p],
+                  names=["r6.jpg", "r3.jpg"], sizes=[(H, W), (H, W)])
+    ref = simplejpeg.decode_jpeg(_jpeg())
+    for b in range(2):
+        hwc = np.asarray(out[b]).transpose(1, 2, 0).astype(np.int16)
+        assert hwc.shape == (H, W, 3)
+        assert np.abs(hwc - ref).max() <= 2  # the warp by the identity, rounded
+    t = time.perf_counter()
+    with pytest.raises(SampleErrors, match=r"\(bomb\.jpg\): 60000x60000 is 3,600,000,000 pixels"):
+        aug.run([_bomb_jpeg()], [p], names=["bomb.jpg"])
+    assert time.perf_counter() - t < 2.0
+    aug.close()
