@@ -239,9 +239,15 @@ class DaliAugmenter:
                 errors.append((i, ValueError(f"{_who(i, names)}: empty encoded image")))
                 continue
             try:  # the pixel cap, before DALI allocates anything (DALI has none of its own)
-                read_header(a, _who(i, names))
+                head = read_header(a, _who(i, names))
             except ValueError as ex:
                 errors.append((i, ex))
+                continue
+            if sizes is not None and (head.height, head.width) != tuple(map(int, sizes[i])):
+                h, w = map(int, sizes[i])
+                errors.append((i, ValueError(
+                    f"{_who(i, names)}: image is {head.height}x{head.width} (HxW) but its "
+                    f"params were drawn for {h}x{w}")))
                 continue
             for op in left_out:  # an op left out of the graph must not be needed
                 if op.needed(q):
@@ -308,8 +314,9 @@ class DaliAugmenter:
         ``encoded``: encoded image bytes (JPEG/PNG/...); ``params``: one SampleParams each,
         drawn for the image's decoded size; ``names``: optional labels used in errors;
         ``sizes``: optional ``(height, width)`` per sample that the params were drawn for
-        (e.g. the record's). Per-sample problems found before DALI runs (empty bytes, an op
-        the config left out) raise :class:`SampleErrors` here; the rest come from fetch."""
+        (e.g. the record's). Per-sample problems found before DALI runs (empty bytes, a header
+        that does not read, is over the pixel cap or disagrees with ``sizes``, an op the config
+        left out) raise :class:`SampleErrors` here; the rest come from fetch."""
         with self._lock:
             self._check_open()
             enc = self._check(encoded, params, names, sizes)

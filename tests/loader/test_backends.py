@@ -171,9 +171,10 @@ def test_dali_backend_two_phase_equals_augmenter_run(blobs):
     assert "img_0005.jpg" in str(errors[0][1]) and "img_0007.jpg" in str(errors[1][1])
     images, errors = ahead.result()
     assert errors == [] and torch.equal(images, aug.run(*batches[2]))
-    enc[2] = b""  # found before DALI runs (the corrupt one is found in the next try)
+    enc[2] = b""  # found before DALI runs, like the corrupt header of sample 1
     images, errors = be.submit(enc, ps, names, [(72, 96)] * 4).result()
-    assert [j for j, _ in errors] == [2] and "empty" in str(errors[0][1])
+    assert [j for j, _ in errors] == [1, 2] and "empty" in str(errors[1][1])
+    assert "img_0005.jpg" in str(errors[0][1])
     be.close()
     aug.close()
 
