@@ -2,7 +2,7 @@
 
 Batch of 8 synthetic 640x480 JPEGs -> 512x512, default AugmentConfig (flip, rotation, scale,
 translation, hue, noise, shadow, normalize to float32 NCHW). Images/s = 8 / mean time.
-The baseline is PIL decode + ``fastload.bench.baseline.pil_numpy_augment`` per image.
+The baseline is PIL decode + ``fastload.bench.pil_baseline.pil_numpy_augment`` per image.
 
     python3 -m pytest benchmarks/bench_dali.py --benchmark-only
 """
@@ -16,7 +16,7 @@ from PIL import Image
 from fastload.augment.config import AugmentConfig
 from fastload.augment.dali import DaliAugmenter
 from fastload.augment.params import sample_params
-from fastload.bench.baseline import pil_numpy_augment
+from fastload.bench.pil_baseline import pil_numpy_augment
 from fastload.synth.scenes import encode_jpeg, make_scene
 from tests.helpers.env import requires_gpu
 
