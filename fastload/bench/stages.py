@@ -4,7 +4,8 @@ path timed one by one, in one thread, in this process, on the same images
 
 Each stage runs over the same ``n`` records in turn, feeding the next stage with its outputs,
 ``repeats`` times; a stage's time is the fastest repeat / ``n`` (the least disturbed one on a
-shared machine), in milliseconds per image.
+shared machine), in milliseconds per image. torch runs with one thread meanwhile, as in a
+DataLoader worker.
 
 albumentations (:mod:`fastload.bench.albumentations_baseline`, its transforms split by stage,
 each stage one ``A.Compose``): read (the LMDB record), decode (OpenCV), letterbox
@@ -155,13 +156,20 @@ def fastload_cpu_stages_ms(packed, cfg, n_images: int = 32, batch_size: int = 32
 def profile(packed, settings, n_images: int = 32) -> dict:
     """Both profiles at ``settings.size`` (what ``fastload bench --stages`` adds to the report);
     a pipeline whose library is missing says so instead."""
+    import torch
+
     from fastload.augment.config import AugmentConfig
     cfg = AugmentConfig(out_size=(settings.size, settings.size))
     out = {"n_images": n_images, "method": "one thread, in-process; fastest of 3 repeats"}
-    for name, fn in (("albumentations", albumentations_stages_ms),
-                     ("fastload-cpu", fastload_cpu_stages_ms)):
-        try:
-            out[name] = fn(packed, cfg, n_images, settings.batch_size)
-        except ImportError as e:
-            out[name] = {"error": f"not available: {e}"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a DataLoader worker runs with (collate's torch.stack)
+    try:
+        for name, fn in (("albumentations", albumentations_stages_ms),
+                         ("fastload-cpu", fastload_cpu_stages_ms)):
+            try:
+                out[name] = fn(packed, cfg, n_images, settings.batch_size)
+            except ImportError as e:
+                out[name] = {"error": f"not available: {e}"}
+    finally:
+        torch.set_num_threads(threads)
     return out
