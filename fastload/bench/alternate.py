@@ -18,7 +18,9 @@ Schedule, one row at a time, never two at once:
 A paused row does nothing (its DataLoader workers and threads are paused with it, so nothing is
 prefetched while another row measures): the windows of a row are pieces of one uninterrupted
 run. A row that fails or is not available does not stop the others; one that does not answer
-within its phase's time limit is killed and reported as failed.
+within its phase's time limit is killed and reported as failed. The driver kills every row on
+its way out (Ctrl-C included); killed itself, its rows and their workers die with it
+(``fastload.bench.runner.die_with_parent``).
 """
 from __future__ import annotations
 

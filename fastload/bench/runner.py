@@ -40,6 +40,7 @@ for at least 2 batches and ``seconds``; data wait = time blocked in ``next`` / l
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -97,6 +98,13 @@ def _epochs_forever(loader):
         e += 1
 
 
+def _worker_init(then, worker_id):
+    """A bench row's DataLoader worker dies with the row, even while paused."""
+    die_with_parent()
+    if then is not None:
+        then(worker_id)
+
+
 def make_source(row, a):
     """Return ``(next_batch, sync, close)``; next_batch() returns the number of images."""
     if row in GPU_ROWS and not _cuda_available():
@@ -117,6 +125,7 @@ def make_source(row, a):
             dl = pil_numpy_loader(ds, targets="python" if row == "torch-seed" else "numpy",
                                   batch_size=a.batch_size, num_workers=a.workers,
                                   cfg=_cfg(a.size), seed=a.seed, epochs=1000)
+        dl.worker_init_fn = functools.partial(_worker_init, dl.worker_init_fn)
         g = _epochs_forever(dl)  # the sampler spans 1000 epochs: one iteration, no restarts
         return (lambda: next(g)), (lambda: None), g.close
 
@@ -344,8 +353,20 @@ def build_parser():
     return p
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``; SIGKILL ends
+    a paused process too): a row whose driver was killed, or a worker whose row was, would
+    otherwise stay paused forever."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the driver's own clean-up has to do
+        pass
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
+    die_with_parent()
     return serve(a, Channel(a.cmd_fd, a.res_fd))
 
 

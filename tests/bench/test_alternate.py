@@ -73,3 +73,39 @@ def test_rows_alternate_and_a_failure_stays_in_its_row(packed, tmp_path):
     for m in rounds:  # each round: one window of every live row, in the order given
         assert m.index("bound-lmdb") < m.index("fastload-cpu")
     assert (tmp_path / "rows" / "broken.log").exists()
+
+
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from fastload.bench.alternate import RowProcess, RowSpec, Settings
+from fastload.bench.proctree import tree_pids
+from fastload.bench.suite import row_environment
+row = RowProcess(RowSpec("torch-seed", Path(sys.argv[1])), Settings(batch_size=2, size=64,
+                 workers=1), Path(sys.argv[2]), row_environment())
+row.receive(300, "setup")
+row.run({"cmd": "warmup", "seconds": 0.1, "min_batches": 2}, 300)
+print(json.dumps(tree_pids(row.proc.pid)), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_driver_leaves_no_paused_row(packed, tmp_path):
+    """The driver killed outright (no clean-up): its paused row dies with it
+    (``PR_SET_PDEATHSIG``), and so do the row's paused DataLoader workers."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    drv = subprocess.Popen([sys.executable, "-c", DRIVER, str(packed), str(tmp_path)],
+                           stdout=subprocess.PIPE, text=True, env=row_environment())
+    try:
+        pids = json.loads(drv.stdout.readline())
+        assert len(pids) >= 2 and all(_state(p) in ("T", "t") for p in pids)
+    finally:
+        drv.send_signal(signal.SIGKILL)
+        drv.wait()
+    deadline = time.monotonic() + 15
+    while any(_state(p) not in (None, "Z", "X") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(p, _state(p)) for p in pids if _state(p) not in (None, "Z", "X")] == []
