@@ -163,6 +163,13 @@ def instance_vertices(rec):
     return pts, spans, labels
 
 
+def moved_vertices(keypoints, n: int) -> np.ndarray:
+    """The ``n`` keypoints albumentations gives back (x, y first) as float32 (n, 2) vertices in
+    continuous coordinates (+0.5: module docstring)."""
+    kp = np.asarray(keypoints, np.float32)
+    return (kp.reshape(n, -1)[:, :2] if n else np.zeros((0, 2), np.float32)) + 0.5
+
+
 class AlbumentationsDataset(torch.utils.data.Dataset):
     """torch Dataset over a packed dataset with the albumentations pipeline (module docstring).
 
@@ -187,8 +194,8 @@ class AlbumentationsDataset(torch.utils.data.Dataset):
         img = check_decoded(decode_opencv(rec.image_bytes), rec, "OpenCV")
         pts, spans, labels = instance_vertices(rec)
         out = self.transform(image=img, keypoints=pts - 0.5)
-        moved = np.asarray(out["keypoints"], np.float32).reshape(len(pts), -1)[:, :2] + 0.5
-        return self.item(out["image"], index, moved, spans, labels)
+        return self.item(out["image"], index, moved_vertices(out["keypoints"], len(pts)), spans,
+                         labels)
 
     def item(self, image, index, moved, spans, labels):
         """Boxes and CenterNet targets from the moved vertices (the end of ``__getitem__``)."""

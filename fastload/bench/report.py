@@ -18,6 +18,11 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _reason(r) -> str:
+    """A row's reason for having no number, fit for one table cell."""
+    return " ".join(str(r.get("reason", r.get("status"))).split()).replace("|", "/")
+
+
 def _median(r):
     return r["images_per_s"]["median"] if r.get("status") == "ok" else None
 
@@ -38,7 +43,7 @@ def table(results) -> str:
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"| {r['row']} | {r.get('label', '')} | {r.get('reason', r.get('status'))} "
+            lines.append(f"| {r['row']} | {r.get('label', '')} | {_reason(r)} "
                          "| - | - | - | - | - | - |")
             continue
         ips = r["images_per_s"]
@@ -152,7 +157,7 @@ def chart(results, path) -> None:
             txt = f" {ips['median']:.0f}/s" + (f"  x{rat[r['row']]:.1f} albu." if rat[r["row"]] else "")
             ax.text(ips["max"], y, txt, va="center", fontsize=8)
         else:
-            ax.text(0, y, "  " + str(r.get("reason", r.get("status")))[:70], va="center",
+            ax.text(0, y, "  " + _reason(r)[:70], va="center",
                     fontsize=8, color="#555555")
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_yticks(range(len(names)))
@@ -227,7 +232,7 @@ def megapixel_markdown(results) -> str:
         for p in sizes:
             r = cell.get((row, p["size"]))
             if r is None or r.get("status") != "ok":
-                vals.append((r or {}).get("reason", "-"))
+                vals.append(_reason(r) if r else "-")
             else:
                 ips = r["images_per_s"]
                 vals.append(f"{ips['median']:.1f} ({ips['min']:.1f}-{ips['max']:.1f})")

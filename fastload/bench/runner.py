@@ -185,6 +185,14 @@ def make_source(row, a):
     raise ValueError(f"unknown row {row!r}; known: {', '.join(ROWS_ALL)}")
 
 
+def one_line(e: BaseException) -> str:
+    """``Type: message`` on one line; an error re-raised from a DataLoader worker (its message
+    carries the worker's traceback) as its first and last lines."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    msg = lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
+    return f"{type(e).__name__}: {msg}"
+
+
 class RowSession:
     """The phases of one row (module docstring) over its ``(next_batch, sync)``."""
 
@@ -275,7 +283,7 @@ def serve(a, chan) -> int:
     def failed(e, phase):
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
-        return {**base, "status": "failed", "reason": f"failed in {phase}: {type(e).__name__}: {e}",
+        return {**base, "status": "failed", "reason": f"failed in {phase}: {one_line(e)}",
                 "traceback": tb[-4000:]}
 
     with TreeMonitor() as mon:

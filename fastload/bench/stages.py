@@ -44,11 +44,11 @@ def albumentations_stages_ms(packed, cfg, n_images: int = 32, batch_size: int = 
                              repeats: int = 3) -> dict:
     """Stage times of the albumentations baseline (module docstring)."""
     import albumentations as A
-    import numpy as np
 
     from fastload.bench.albumentations_baseline import (AlbumentationsDataset,
                                                         albumentations_stages, decode_opencv,
-                                                        instance_vertices, keypoint_params)
+                                                        instance_vertices, keypoint_params,
+                                                        moved_vertices)
     from fastload.bench.torch_data import collate
     ds = AlbumentationsDataset(packed, cfg=cfg, seed=0)
     idx = list(range(min(n_images, len(ds))))
@@ -75,8 +75,8 @@ def albumentations_stages_ms(packed, cfg, n_images: int = 32, batch_size: int = 
                              "warp": " (flip + Affine, vertices too)",
                              "photometric": " (hue, shadow, noise)",
                              "normalize": " (Normalize + ToTensorV2)"}[name], ms))
-    items = [(d["image"], i, np.asarray(d["keypoints"], np.float32).reshape(len(v[0]), -1)[:, :2]
-              + 0.5, v[1], v[2]) for d, i, v in zip(data, idx, verts)]
+    items = [(d["image"], i, moved_vertices(d["keypoints"], len(v[0])), v[1], v[2])
+             for d, i, v in zip(data, idx, verts)]
     ms, samples = _timed(lambda it: ds.item(*it), items, repeats)
     rows.append(("targets (boxes + NumPy CenterNet)", ms))
     batch = (samples * (batch_size // len(samples) + 1))[:batch_size]

@@ -184,3 +184,14 @@ def test_decode_failure_names_the_record():
                                cfg=AugmentConfig.off(out_size=(16, 16)))
     with pytest.raises(BaselineError, match="broken.jpg"):
         ds[0]
+
+
+def test_a_record_without_instances():
+    """An image without annotations (coco128-seg has two) gives an image and empty targets."""
+    rec = Record.from_instances(3, "empty.jpg", encode_jpeg(np.full((40, 60, 3), 90, np.uint8)),
+                                "jpeg", 40, 60, [])
+    ds = AlbumentationsDataset(BlobDataset([rec.encode()], keypoint_names=None, flip_pairs=None),
+                               cfg=AugmentConfig(out_size=(32, 32)))
+    s = ds[0]
+    assert s["image"].shape == (3, 32, 32) and s["boxes"].shape == (0, 4)
+    assert s["labels"].shape == (0,) and int(s["reg_mask"].sum()) == 0 and s["hm"].max() == 0

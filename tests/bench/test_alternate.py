@@ -109,3 +109,12 @@ def test_a_killed_driver_leaves_no_paused_row(packed, tmp_path):
     while any(_state(p) not in (None, "Z", "X") for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [(p, _state(p)) for p in pids if _state(p) not in (None, "Z", "X")] == []
+
+
+def test_a_worker_error_is_one_line():
+    from fastload.bench.runner import one_line
+    e = ValueError("Caught ValueError in DataLoader worker process 1.\nOriginal Traceback "
+                   "(most recent call last):\n  File x\nValueError: bad image")
+    assert one_line(e) == ("ValueError: Caught ValueError in DataLoader worker process 1. ... "
+                           "ValueError: bad image")
+    assert one_line(KeyError("k")) == "KeyError: 'k'"

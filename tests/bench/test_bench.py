@@ -158,16 +158,20 @@ def _check_light_run(out, n_images):
 
 
 def test_bench_yolo_pack(tmp_path):
-    """Any packed dataset: a YOLO-seg source packed first; the baselines read the pack."""
+    """Any packed dataset: a YOLO-seg source packed first (every other image without a label
+    file, so without instances, as in coco128-seg); the baselines read the pack."""
     from fastload.packing import pack
     from fastload.synth import write_dataset
-    write_dataset(tmp_path / "yolo", "yolo", n_images=5, seed=2, width=160, height=120)
+    write_dataset(tmp_path / "yolo", "yolo", n_images=5, seed=2, width=160, height=120,
+                  empty_every=2)
     pack(tmp_path / "yolo", tmp_path / "packed", format="yolo", workers=1, progress=False)
     rc, _, err = _bench([str(tmp_path / "packed")] + QUICK +
                         ["--rows", LIGHT_ROWS, "--out", str(tmp_path / "out")])
     assert rc == 0, err
     res = _check_light_run(tmp_path / "out", 5)
     assert res["meta"]["source_format"] == "yolo" and res["meta"]["median_size"] == "160x120"
+    from fastload import Dataset
+    assert sum(r.num_instances == 0 for r in Dataset(tmp_path / "packed")) == 2
 
 
 def test_bench_coco_with_subfolders(tmp_path):
