@@ -67,6 +67,15 @@ def test_bench_outputs_well_formed(bench_run):
     assert res["ratios_to_torch_seed"]["torch-seed"] == pytest.approx(1.0)
     assert res["ratios_to_albumentations"]["albumentations"] == pytest.approx(1.0)
     assert "fastload-cpu >= 2.5x albumentations" in res["goals"][2]["goal"]
+    from fastload.bench.report import paired_ratio
+    by = {r["row"]: r for r in res["rows"]}
+    w_f = by["fastload-cpu"]["images_per_s"]["windows"]
+    w_a = by["albumentations"]["images_per_s"]["windows"]
+    assert res["goals"][2]["paired_ratio"] == pytest.approx(
+        paired_ratio(by["fastload-cpu"], by["albumentations"]))
+    assert paired_ratio(by["fastload-cpu"], by["albumentations"]) == pytest.approx(
+        sum(f / a for f, a in zip(w_f, w_a)) / 2)  # two windows: the mean of the two ratios
+    assert "(median of per-round ratios:" in md
     assert "Goals (ratios of medians in this run):" in md
     assert "alternating windows: 2 rounds" in md
     assert res["meta"]["step_ms"] > 0

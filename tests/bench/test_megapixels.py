@@ -37,7 +37,7 @@ def test_megapixel_run(tmp_path):
                for r in res["rows"]), res["rows"]
     assert res["rows"][2]["megapixels"] == pytest.approx(160 * 120 / 1e6)
     md = (out / "megapixels.md").read_text()
-    assert "| row | 64x48 | 160x120 |" in md and "| fastload-cpu / albumentations |" in md
+    assert "| row | 64x48 | 160x120 |" in md and "| fastload-cpu / albumentations (ratio" in md
     assert md in stdout.getvalue()
     import matplotlib.pyplot as plt
     img = plt.imread(str(out / "megapixels.png"))
