@@ -3,9 +3,10 @@ path timed one by one, in one thread, in this process, on the same images
 (``fastload bench --stages``; method in docs/bench.md).
 
 Each stage runs over the same ``n`` records in turn, feeding the next stage with its outputs,
-``repeats`` times; a stage's time is the fastest repeat / ``n`` (the least disturbed one on a
-shared machine), in milliseconds per image. torch runs with one thread meanwhile, as in a
-DataLoader worker.
+``repeats`` times; a stage's time is the CPU time of this process (``time.process_time``: time
+spent waiting for a core on a shared machine does not count) of the fastest repeat / ``n``, in
+milliseconds per image. torch and OpenCV run with one thread meanwhile, as in a DataLoader
+worker, so every stage runs in the calling thread.
 
 albumentations (:mod:`fastload.bench.albumentations_baseline`, its transforms split by stage,
 each stage one ``A.Compose``): read (the LMDB record), decode (OpenCV), letterbox
@@ -19,8 +20,9 @@ decode = ``CpuAugmenter.run`` on the encoded bytes minus the same on the decoded
 whatever decode the backend does), warp + normalize (``CpuAugmenter`` with every pixel op off,
 on the decoded array), photometric = the full augmentation on the decoded array minus warp +
 normalize, targets (``transform_instances`` + ``centernet_targets``); and
-``fastload.DataLoader(num_threads=1)`` per image for comparison with the sum (its difference is
-the loader's own work: batching, the producer thread, tensors).
+``fastload.DataLoader(num_threads=1)``'s CPU time per image (all its threads) for comparison
+with the sum (its difference is the loader's own work: batching, the producer thread,
+tensors).
 """
 from __future__ import annotations
 
@@ -30,13 +32,13 @@ from typing import Callable, List, Sequence
 
 
 def _timed(fn: Callable, items: Sequence, repeats: int):
-    """``(ms per item of the fastest repeat, outputs of the last repeat)``; one warm-up call."""
+    """``(CPU ms per item of the fastest repeat, outputs of the last repeat)``; one warm-up call."""
     fn(items[0])
     best, outs = float("inf"), []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         outs = [fn(x) for x in items]
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best / len(items) * 1000.0, outs
 
 
@@ -142,14 +144,14 @@ def fastload_cpu_stages_ms(packed, cfg, n_images: int = 32, batch_size: int = 32
             pass
         best = float("inf")
         for _ in range(repeats):
-            t0, n = time.perf_counter(), 0
+            t0, n = time.process_time(), 0
             for b in loader:
                 n += b["image"].shape[0]
-            best = min(best, (time.perf_counter() - t0) / n)
+            best = min(best, (time.process_time() - t0) / n)
     finally:
         loader.close()
     return {"stages": rows, "sum_ms": sum(v for _, v in rows), "whole_ms": best * 1000.0,
-            "whole": "fastload.DataLoader(num_threads=1), wall per image",
+            "whole": "fastload.DataLoader(num_threads=1), CPU per image (all its threads)",
             "reference": {"decode alone, full size (decode_image)": ms_full_decode}}
 
 
@@ -160,9 +162,16 @@ def profile(packed, settings, n_images: int = 32) -> dict:
 
     from fastload.augment.config import AugmentConfig
     cfg = AugmentConfig(out_size=(settings.size, settings.size))
-    out = {"n_images": n_images, "method": "one thread, in-process; fastest of 3 repeats"}
+    out = {"n_images": n_images,
+           "method": "CPU time, one thread, in-process; fastest of 3 repeats"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker runs with (collate's torch.stack)
+    try:
+        import cv2
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(0)  # what the albumentations workers run with
+    except ImportError:
+        cv2 = None
     try:
         for name, fn in (("albumentations", albumentations_stages_ms),
                          ("fastload-cpu", fastload_cpu_stages_ms)):
@@ -172,4 +181,6 @@ def profile(packed, settings, n_images: int = 32) -> dict:
                 out[name] = {"error": f"not available: {e}"}
     finally:
         torch.set_num_threads(threads)
+        if cv2 is not None:
+            cv2.setNumThreads(cv_threads)
     return out
