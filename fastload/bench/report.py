@@ -119,7 +119,7 @@ def stage_table(stages) -> str:
         out += [f"| {k} | {v:.2f} |" for k, v in s["stages"]]
         out += [f"| **sum of stages** | **{s['sum_ms']:.2f}** |",
                 f"| {s['whole']} | {s['whole_ms']:.2f} |"]
-        out += [f"| (reference) {k} | {v:.2f} |" for k, v in s.get("reference", {}).items()]
+        out += [f"| {k} | {v:.2f} |" for k, v in s.get("checks", {}).items()]
         out.append("")
     return "\n".join(out)
 

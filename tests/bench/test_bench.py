@@ -97,6 +97,8 @@ def test_stage_profile(bench_run):
         assert all(ms >= -0.5 for _, ms in rows), rows  # differences may dip below 0 by noise
         assert st[name]["sum_ms"] == pytest.approx(sum(ms for _, ms in rows))
         assert st[name]["whole_ms"] > 0
+    checks = st["fastload-cpu"]["checks"]
+    assert len(checks) == 2 and all(v > 0 for v in checks.values())
     names = [n for n, _ in st["albumentations"]["stages"]]
     assert [n.split(" ")[0] for n in names] == ["read", "decode", "letterbox", "warp",
                                                  "photometric", "normalize", "targets", "collate"]
