@@ -24,8 +24,9 @@ Rows:
 - ``fastload-cpu`` / ``fastload-gpu``: ``fastload.DataLoader(..., device="cpu"|"cuda",
   num_threads=--workers)``.
 - ``bound-lmdb``: ``fastload.Dataset`` random record reads (read + record decode), one thread.
-- ``bound-decode``: JPEG decode alone of the records' image bytes with simplejpeg (the fastest
-  CPU decoder installed), ``--workers`` threads.
+- ``bound-decode``: image decode alone of the records' image bytes with fastload's CPU decoder
+  (``fastload.augment.decode.decode_image``, full size: simplejpeg for JPEG, the fastest CPU
+  decoder installed; OpenCV or PIL for PNG), ``--workers`` threads.
 - ``bound-nvjpeg``: JPEG decode alone with DALI's ``mixed`` decoder (nvJPEG), GPU only.
 The torch and fastload rows span epochs without a break (a dataset smaller than a batch too).
 
@@ -63,7 +64,7 @@ LABELS = {
     "fastload-cpu": "fastload.DataLoader, device=cpu",
     "fastload-gpu": "fastload.DataLoader, device=cuda (DALI)",
     "bound-lmdb": "bound: LMDB record reads alone",
-    "bound-decode": "bound: JPEG decode alone (simplejpeg, CPU)",
+    "bound-decode": "bound: image decode alone (CPU: simplejpeg for JPEG)",
     "bound-nvjpeg": "bound: JPEG decode alone (nvJPEG, DALI mixed)",
 }
 BOUND_DECODE_RECORDS = 256  # the decode bounds keep at most this many images in memory
@@ -155,12 +156,12 @@ def make_source(row, a):
         if row == "bound-decode":
             from concurrent.futures import ThreadPoolExecutor
 
-            import simplejpeg
+            from fastload.augment.decode import decode_image
             pool = ThreadPoolExecutor(a.workers)
 
             def nb():
                 idx = rng.integers(0, len(blobs), a.batch_size).tolist()
-                list(pool.map(simplejpeg.decode_jpeg, [blobs[i] for i in idx]))
+                list(pool.map(decode_image, [blobs[i] for i in idx]))
                 return a.batch_size
             return nb, (lambda: None), (lambda: pool.shutdown())
         import torch

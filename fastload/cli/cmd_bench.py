@@ -17,7 +17,7 @@ def add_parser(subparsers):
                     "augmentation, Python-loop CenterNet targets), torch-numpy (NumPy targets), "
                     "albumentations (torch DataLoader, albumentations/OpenCV augmentation, NumPy "
                     "targets), fastload-cpu, fastload-gpu (CUDA only) and the bounds (LMDB reads "
-                    "alone, JPEG decode alone). Writes OUT/report.md, OUT/results.json and, with "
+                    "alone, image decode alone). Writes OUT/report.md, OUT/results.json and, with "
                     "fastload[bench] (matplotlib), the chart OUT/throughput.png. --megapixels: "
                     "images/s against the source image size instead (OUT/megapixels.png).")
     p.add_argument("dataset", nargs="?", default=None, metavar="DATASET",

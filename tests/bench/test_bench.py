@@ -207,6 +207,20 @@ def test_bench_coco_with_subfolders(tmp_path):
     assert "sub/" in Dataset(tmp_path / "out" / "packed")[0].file_name
 
 
+def test_bench_png_pack(tmp_path):
+    """A pack of PNG images (the mask-PNG layout): every reader decodes PNG, the decode bound
+    too."""
+    pytest.importorskip("skimage", reason="tracing mask PNGs needs fastload[masks]")
+    from fastload.synth import write_dataset
+    write_dataset(tmp_path / "masks", "masks", n_images=3, seed=1, width=96, height=64)
+    rc, _, err = _bench([str(tmp_path / "masks"), "--format", "masks"] + QUICK +
+                        ["--rows", LIGHT_ROWS, "--out", str(tmp_path / "out")])
+    assert rc == 0, err
+    _check_light_run(tmp_path / "out", 3)
+    from fastload import Dataset
+    assert Dataset(tmp_path / "out" / "packed")[0].image_format == "png"
+
+
 # ---------------------------------------------------------------- the seed baseline vs fastload
 @pytest.fixture(scope="module")
 def packed16(tmp_path_factory):
