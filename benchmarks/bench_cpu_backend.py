@@ -4,7 +4,7 @@ scale + translation, letterbox) + hue + shadow + gaussian noise + normalize to f
 - fused: fastload's one-pass Numba kernel (fastload.augment.cpu.augment_image);
 - dali_cpu: DALI 2.4 CPU operators warp_affine + hue + noise.gaussian (batch 1, 1 thread;
   no shadow, no normalize: the chain measured in DESIGN.md's performance rules);
-- pil_numpy: the baseline a torch Dataset would do, ``fastload.bench.baseline.pil_numpy_augment``
+- pil_numpy: the baseline a torch Dataset would do, ``fastload.bench.pil_baseline.pil_numpy_augment``
   (PIL affine, NumPy hue / shadow / noise / normalize; the one baseline of every benchmark);
 - batch of 8 through CpuAugmenter with 1 and 2 threads (GIL release / scaling), and
   decode + augment for the whole per-image CPU path.
@@ -19,7 +19,7 @@ from fastload.augment.config import AugmentConfig
 from fastload.augment.cpu import CpuAugmenter, augment_image
 from fastload.dtypes import output_numpy_dtype
 from fastload.augment.params import sample_params
-from fastload.bench.baseline import pil_numpy_augment
+from fastload.bench.pil_baseline import pil_numpy_augment
 from fastload.synth.scenes import encode_jpeg, make_scene
 
 CFG = AugmentConfig(out_size=(512, 512), hflip_prob=0.5, rotate_deg=(-15.0, 15.0),

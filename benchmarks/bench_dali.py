@@ -2,7 +2,7 @@
 
 Batch of 8 synthetic 640x480 JPEGs -> 512x512, default AugmentConfig (flip, rotation, scale,
 translation, hue, noise, shadow, normalize to float32 NCHW). Images/s = 8 / mean time.
-The baseline is PIL decode + ``fastload.bench.baseline.pil_numpy_augment`` per image.
+The baseline is PIL decode + ``fastload.bench.pil_baseline.pil_numpy_augment`` per image.
 
 - ``test_dali_cpu`` / ``test_dali_gpu``: one batch at a time (``run``: submit + fetch).
 - ``test_dali_*_prefetch``: the steady state of the loader's DALI backend: batch k + 1
@@ -26,7 +26,7 @@ from fastload.augment.config import AugmentConfig
 from fastload.augment.dali import DaliAugmenter
 from fastload.augment.noise import noise_field
 from fastload.augment.params import sample_params
-from fastload.bench.baseline import pil_numpy_augment
+from fastload.bench.pil_baseline import pil_numpy_augment
 from fastload.synth.scenes import encode_jpeg, make_scene
 from tests.helpers.env import requires_gpu
 

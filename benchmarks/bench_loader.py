@@ -8,9 +8,12 @@ CenterNet targets at stride 4, batch 8.
   fused Numba kernel; DALI on a GPU), images/s in ``extra_info``.
 - ``test_throughput_torch_baseline``: the baseline of DESIGN.md on the same data and cores:
   ``torch.utils.data.DataLoader`` (``num_workers`` = the cores) over
-  ``fastload.bench.baseline.BaselineDataset`` (the original COCO files: PIL decode, the one
+  ``fastload.bench.pil_baseline.PilNumpyDataset`` (the same pack: PIL decode, the one
   PIL/NumPy augmentation ``pil_numpy_augment``, CenterNet targets with the Python-loop
-  reference), the torch-seed row of ``fastload bench``.
+  reference), the torch-seed row of ``fastload bench``;
+- ``test_throughput_albumentations``: the same with
+  ``fastload.bench.albumentations_baseline.albumentations_loader`` (OpenCV decode,
+  albumentations, NumPy targets), the albumentations row of ``fastload bench``.
 - ``test_data_wait_fraction``: a simulated training loop whose step takes a fixed time on
   the device (``time.sleep`` on the CPU: the host is idle while the device works;
   ``torch.cuda._sleep`` + synchronize on a GPU), sized to 1.2x the loader's measured
@@ -27,7 +30,7 @@ import pytest
 import torch
 
 from fastload.augment.config import AugmentConfig
-from fastload.bench import baseline
+from fastload.bench import pil_baseline, torch_data
 from fastload.loader import DataLoader
 
 N_IMAGES, BATCH = 32, 8
@@ -36,19 +39,13 @@ THREADS = max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """(original COCO folder, its pack)."""
+def packed(tmp_path_factory):
     from fastload.packing import pack
     from fastload.synth.datasets import write_dataset
     root = tmp_path_factory.mktemp("bench_loader")
     write_dataset(root / "src", "coco", n_images=N_IMAGES, seed=0, width=640, height=480)
     pack(root / "src", root / "packed", "coco", workers=1, progress=False)
-    return root / "src", root / "packed"
-
-
-@pytest.fixture(scope="module")
-def packed(data):
-    return data[1]
+    return root / "packed"
 
 
 def _epoch(loader):
@@ -69,10 +66,19 @@ def test_throughput_fastload(benchmark, packed):
 
 
 # ---------------------------------------------------------------- the baseline
-def test_throughput_torch_baseline(benchmark, data):
-    ds = baseline.BaselineDataset(data[0], cfg=CFG, seed=0, targets="python")
+def test_throughput_torch_baseline(benchmark, packed):
+    ds = pil_baseline.PilNumpyDataset(packed, cfg=CFG, seed=0, targets="python")
     tl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=THREADS,
-                                     collate_fn=baseline.collate, persistent_workers=True)
+                                     collate_fn=torch_data.collate, persistent_workers=True)
+    _epoch(tl)
+    n = benchmark.pedantic(_epoch, args=(tl,), rounds=1, iterations=1)
+    benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.mean if benchmark.stats else None
+
+
+def test_throughput_albumentations(benchmark, packed):
+    pytest.importorskip("albumentations")
+    from fastload.bench.albumentations_baseline import albumentations_loader
+    tl = albumentations_loader(packed, cfg=CFG, batch_size=BATCH, num_workers=THREADS, seed=0)
     _epoch(tl)
     n = benchmark.pedantic(_epoch, args=(tl,), rounds=1, iterations=1)
     benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.mean if benchmark.stats else None

@@ -15,6 +15,10 @@ Fixtures (session-scoped, built once):
 - ``bench_coco``: a synthetic COCO dataset (64 images 640x480) in a session tmpdir:
   folder with ``annotations/instances.json`` and ``images/``.
 - ``bench_packed``: that dataset packed by ``fastload.packing.pack`` (LMDB shards + manifest).
+- ``bench_real_packed``: the 128 real COCO photos of ``../shared/data/coco128-seg`` (YOLO-seg)
+  packed; the benchmarks that use it skip when the folder is absent.
+- ``bench_dataset``: parametrized over both packs (synthetic, then coco128-seg): what the
+  per-sample baseline benchmarks run on.
 """
 import numpy as np
 import pytest
@@ -66,3 +70,21 @@ def bench_packed(bench_coco, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-packed") / "packed"
     pack(bench_coco, out, format="coco", workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def bench_real_packed(tmp_path_factory):
+    from tests.helpers.env import COCO128_SEG
+    if not COCO128_SEG.is_dir():
+        pytest.skip(f"{COCO128_SEG} absent (real photos for the benchmarks)")
+    pack = pytest.importorskip("fastload.packing").pack
+    out = tmp_path_factory.mktemp("bench-coco128") / "packed"
+    pack(COCO128_SEG, out, format="yolo", workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session", params=["synthetic 640x480", "coco128-seg"])
+def bench_dataset(request):
+    """A packed dataset: the synthetic scenes, then the real photos (skipped when absent)."""
+    name = "bench_packed" if request.param.startswith("synthetic") else "bench_real_packed"
+    return request.getfixturevalue(name)

@@ -91,7 +91,7 @@ def test_bench_runs_from_the_wheel(venv):
     bin_dir, work, env = venv
     out_dir = work / "bench-out"
     out, err = _run([bin_dir / "fastload", "bench", "--rows", "fastload-cpu,bound-lmdb",
-                     "--seconds", "1", "--windows", "2", "--warmup", "0.2", "--images", "8",
+                     "--seconds", "1", "--windows", "2", "--warmup", "0.2", "--num-images", "8",
                      "--batch-size", "4", "--size", "128", "--workers", "1",
                      "--cache", work / "cache", "--out", out_dir], cwd=work, env=env)
     res = json.loads((out_dir / "results.json").read_text())

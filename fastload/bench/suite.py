@@ -1,30 +1,29 @@
-"""`fastload bench`: prepare the data, run every row in its own subprocess, write the report.
+"""`fastload bench`: prepare the data, measure the rows in alternating windows, write the report.
 
-With no DATASET, a synthetic COCO dataset (``--images`` 640x480 JPEGs of
-``fastload.synth``, default 128) is generated once into the cache directory
-(``$FASTLOAD_CACHE`` or ``~/.cache/fastload``, under ``bench/``) and packed beside it;
-later runs reuse both. A given DATASET is an ORIGINAL COCO dataset (a folder with the
-annotation JSON and the images, or the JSON itself): the torch baselines read those files,
-and it is packed into ``OUT/packed`` for the fastload rows unless ``--packed`` names an
-existing pack of it.
+Every row runs on the same PACKED dataset (:mod:`fastload.bench.data`): the fastload rows load
+it, the torch baselines read each record's original image bytes and polygons from it in their
+own workers. So any packed dataset can be benchmarked, whatever its source format. With no
+DATASET, a synthetic COCO dataset (``--num-images`` 640x480 scenes, default 128) is generated
+and packed once into the cache folder (``$FASTLOAD_CACHE`` or ``~/.cache/fastload``, under
+``bench/``). ``--megapixels`` runs the megapixel mode instead (:mod:`fastload.bench.megapixels`).
+
+The rows are measured in alternating windows (:mod:`fastload.bench.alternate`), each in its
+own process.
 """
 from __future__ import annotations
 
 import datetime
 import importlib
-import json
 import os
 import platform
 import shlex
-import shutil
-import signal
 import site
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import fastload
+from fastload.bench.alternate import RowSpec, Settings, run_alternating
 from fastload.bench.runner import GPU_ROWS, LABELS, ROWS_ALL
 
 BOUNDS = ["bound-lmdb", "bound-decode", "bound-nvjpeg"]
@@ -51,49 +50,14 @@ def parse_rows(spec: str) -> list:
     return rows
 
 
-def cache_dir(explicit=None) -> Path:
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("FASTLOAD_CACHE") or Path.home() / ".cache" / "fastload"
-    return Path(base) / "bench"
-
-
-def generate_synthetic(root: Path, n_images: int, seed: int) -> Path:
-    """Write the synthetic COCO dataset once (atomically: a temp dir renamed at the end)."""
-    done = root / ".complete"
-    if done.exists():
-        return root
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        from fastload.synth import write_dataset
-        write_dataset(tmp, "coco", n_images, seed)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / ".complete").write_text(json.dumps({"n_images": n_images, "seed": seed}))
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)
-    return root
-
-
-def pack_dataset(src: Path, out: Path, workers: int):
-    """Pack ``src`` (COCO) into ``out`` unless already there; -> (path or None, error). A pack
-    that fails does not stop the command: the rows that need it say why they did not run."""
-    if (out / "manifest.json").exists():
-        return out, None
-    from fastload.packing import pack
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        pack(src, tmp, format="coco", workers=workers, progress=False)
-    except Exception as e:  # reported in the fastload rows' reason; the torch rows still run
-        shutil.rmtree(tmp, ignore_errors=True)
-        return None, f"pack failed: {type(e).__name__}: {e}"
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out, None
+def check_args(args) -> None:
+    for name in ("batch_size", "size", "workers", "windows", "num_images"):
+        if getattr(args, name) < 1:
+            raise BenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seconds <= 0:
+        raise BenchError(f"--seconds must be > 0, got {args.seconds}")
+    if args.size % 4:
+        raise BenchError(f"--size must be a multiple of 4 (CenterNet stride), got {args.size}")
 
 
 def _versions():
@@ -101,10 +65,11 @@ def _versions():
     v = {"python": platform.python_version()}
     for name, mod in (("fastload", "fastload"), ("torch", "torch"), ("dali", "nvidia.dali"),
                       ("numba", "numba"), ("numpy", "numpy"), ("pillow", "PIL"),
-                      ("simplejpeg", "simplejpeg")):
+                      ("simplejpeg", "simplejpeg"), ("albumentations", "albumentations"),
+                      ("opencv", "cv2")):
         try:
             v[name] = importlib.import_module(mod).__version__
-        except (ImportError, OSError):  # not installed, or its native libraries missing
+        except (ImportError, OSError, AttributeError):  # not installed, or native libs missing
             v[name] = "-"
     return v
 
@@ -119,7 +84,7 @@ def _cpu_model():
     return platform.processor() or "unknown CPU"
 
 
-def _gpu_name():
+def gpu_name():
     import torch
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
@@ -140,136 +105,103 @@ def row_environment() -> dict:
     return env
 
 
-def _run_row(row, args, data, packed, packed_error, step_ms, logdir, bar):
-    js = logdir / f"{row}.json"
-    js.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "fastload.bench.runner", "--row", row, "--data", str(data),
-           "--batch-size", str(args.batch_size), "--size", str(args.size),
-           "--seconds", str(args.seconds), "--windows", str(args.windows),
-           "--warmup", str(args.warmup), "--workers", str(args.workers),
-           "--seed", str(args.seed), "--json", str(js)]
-    if packed:
-        cmd += ["--packed", str(packed)]
-    elif packed_error:
-        cmd += ["--packed-error", packed_error]
-    if step_ms is not None:
-        cmd += ["--step-ms", str(step_ms)]
-    env = row_environment()
-    limit = args.warmup + 4 * args.seconds + 240
-    t0 = time.monotonic()
-    with open(logdir / f"{row}.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-        try:
-            while proc.poll() is None:
-                el = time.monotonic() - t0
-                if el > limit:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return {"row": row, "label": LABELS[row], "status": "failed",
-                            "reason": f"failed: timed out after {limit:.0f} s"}
-                bar.set_postfix_str(f"{row} {el:.0f}s", refresh=False)
-                bar.refresh() if int(el * 4) % 4 == 0 else None
-                time.sleep(0.25)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    if js.exists():
-        return json.loads(js.read_text())
-    tail = (logdir / f"{row}.log").read_text()[-600:].strip().splitlines()
-    return {"row": row, "label": LABELS[row], "status": "failed",
-            "reason": f"failed: exit {proc.returncode}: {tail[-1] if tail else 'no output'}"}
+def meta(args, rows) -> dict:
+    """What every report says about the run: command, machine, versions, settings."""
+    return {
+        "command": "fastload bench " + " ".join(shlex.quote(a) for a in (args.argv or [])),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu_name(),
+        "versions": _versions(), "batch_size": args.batch_size, "size": args.size,
+        "seconds": args.seconds, "windows": args.windows, "warmup": args.warmup,
+        "workers": args.workers, "rows": rows,
+        "schedule": f"{args.windows} rounds, each row one {args.seconds / args.windows:.2f} s "
+                    f"window per round in the order listed (paused in between)"}
+
+
+def settings(args) -> Settings:
+    return Settings(batch_size=args.batch_size, size=args.size, workers=args.workers,
+                    seed=args.seed, seconds=args.seconds, windows=args.windows,
+                    warmup=args.warmup)
+
+
+def measure(specs, args, out: Path, step_ms=None) -> dict:
+    """Run ``specs`` (GPU rows skipped without a GPU, no process started); ``{key: result}``."""
+    gpu = gpu_name()
+    skipped, live = {}, []
+    for s in specs:
+        if s.row in GPU_ROWS and gpu is None:
+            skipped[s.key] = {"row": s.row, "label": LABELS[s.row], "status": "skipped",
+                              "reason": "skipped: no GPU (torch.cuda.is_available() is False)",
+                              **s.extra}
+        else:
+            live.append(s)
+
+    def progress(msg):
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    res = run_alternating(live, settings(args), out / "rows", row_environment(),
+                          step_ms=step_ms, progress=progress) if live else {}
+    return {s.key: skipped.get(s.key) or res[s.key] for s in specs}
+
+
+def seed_step(args, key="torch-seed"):
+    """``step_ms(answers)`` for :func:`run_alternating`: ``--step-ms``, else half of the
+    torch-seed row's measured time per batch (None without one)."""
+    def step(answers):
+        if args.step_ms is not None:
+            return float(args.step_ms)
+        wins = answers.get(key) or []
+        if not wins:
+            return None
+        rates = sorted(w["rate"] for w in wins)
+        med = (rates[(len(rates) - 1) // 2] + rates[len(rates) // 2]) / 2
+        per_batch = sum(w["images"] for w in wins) / sum(w["batches"] for w in wins)
+        return 0.5 * per_batch / med * 1000 if med > 0 else None
+    return step
 
 
 def run(args) -> int:
-    """The `fastload bench` command (args from :func:`fastload.bench.add_parser`)."""
-    from tqdm import tqdm
-
-    from fastload.bench import report
+    """The `fastload bench` command (args from :mod:`fastload.cli.cmd_bench`)."""
+    from fastload.bench import data, report
+    check_args(args)
+    if args.megapixels:
+        from fastload.bench.megapixels import run as run_megapixels
+        return run_megapixels(args)
     t_start = time.monotonic()
     rows = parse_rows(args.rows)
-    for name in ("batch_size", "size", "workers", "windows", "images"):
-        if getattr(args, name) < 1:
-            raise BenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.seconds <= 0:
-        raise BenchError(f"--seconds must be > 0, got {args.seconds}")
-    if args.size % 4:
-        raise BenchError(f"--size must be a multiple of 4 (CenterNet stride), got {args.size}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    logdir = out / "rows"
-    logdir.mkdir(exist_ok=True)
 
-    # data
     if args.dataset is None:
-        cdir = cache_dir(args.cache)
-        src = cdir / f"synth-coco-{args.images}-s{args.seed}"
-        print(f"fastload bench: synthetic COCO dataset ({args.images} images 640x480) in {src}",
-              file=sys.stderr)
-        generate_synthetic(src, args.images, args.seed)
-        packed_default = cdir / f"synth-coco-{args.images}-s{args.seed}.packed"
+        if args.format:
+            raise BenchError("--format needs a DATASET (the source to pack)")
+        cache = data.cache_dir(args.cache)
+        print(f"fastload bench: synthetic COCO dataset ({args.num_images} images 640x480), "
+              f"packed, in {cache}", file=sys.stderr)
+        packed = data.synthetic_pack(cache, args.num_images, args.seed, args.workers)
     else:
-        src = Path(args.dataset)
-        if not src.exists():
-            raise BenchError(f"DATASET {src}: no such file or directory")
-        if (src / "manifest.json").exists():
-            raise BenchError(f"DATASET {src} is a packed dataset; the baselines need the ORIGINAL "
-                             f"COCO files: pass those as DATASET and this pack as --packed")
-        packed_default = out / "packed"
-    from fastload.bench.data import find_coco
-    js, _ = find_coco(src)
-    n_images = len(json.loads(Path(js).read_text())["images"])
-    if args.packed:
-        packed, packed_error = Path(args.packed), None
-        if not (packed / "manifest.json").exists():
-            raise BenchError(f"--packed {packed}: no manifest.json (not a packed dataset)")
-    elif any(r in rows for r in ("fastload-cpu", "fastload-gpu", "bound-lmdb")):
-        print(f"fastload bench: packing into {packed_default}", file=sys.stderr)
-        packed, packed_error = pack_dataset(src, packed_default, args.workers)
-    else:
-        packed, packed_error = None, "not needed"
-
-    gpu = _gpu_name()
-    results = {"meta": {
-        "command": "fastload bench " + " ".join(shlex.quote(a) for a in (args.argv or [])),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu,
-        "versions": _versions(), "dataset": str(src), "num_images": n_images,
-        "packed": str(packed) if packed else None, "packed_error": packed_error,
-        "batch_size": args.batch_size, "size": args.size, "seconds": args.seconds,
-        "windows": args.windows, "warmup": args.warmup, "workers": args.workers,
-        "rows": rows}, "rows": []}
-
-    step_ms = args.step_ms
-    step_source = "--step-ms" if step_ms is not None else None
-    order = (["torch-seed"] if "torch-seed" in rows else []) + [r for r in rows if r != "torch-seed"]
-    by_row = {}
-    with tqdm(total=len(order), unit="row", desc="fastload bench", file=sys.stderr,
-              mininterval=1.0) as bar:
-        for row in order:
-            if row in GPU_ROWS and gpu is None:
-                by_row[row] = {"row": row, "label": LABELS[row], "status": "skipped",
-                               "reason": "skipped: no GPU (torch.cuda.is_available() is False)"}
-            else:
-                s = step_ms
-                if row == "torch-seed" and s is None:
-                    s = "auto"
-                by_row[row] = _run_row(row, args, src, packed, packed_error,
-                                       None if row.startswith("bound-") else s, logdir, bar)
-                if row == "torch-seed" and step_ms is None and by_row[row].get("step_ms"):
-                    step_ms = by_row[row]["step_ms"]
-                    step_source = "half of torch-seed's measured time per batch"
-            r = by_row[row]
-            msg = (f"{r['images_per_s']['median']:.1f} img/s" if r.get("status") == "ok"
-                   else r.get("reason", r.get("status")))
-            bar.write(f"  {row:13s} {msg}", file=sys.stderr)
-            bar.update(1)
-    results["rows"] = [by_row[r] for r in rows]
-    if step_ms is None:
-        step_source = "no torch-seed row: data wait not simulated (pass --step-ms)"
-    results["meta"]["step_ms"] = step_ms
-    results["meta"]["step_source"] = step_source
+        try:
+            packed = data.resolve_dataset(args.dataset, args.format, out, args.workers)
+        except data.BenchDataError as e:
+            raise BenchError(str(e)) from None
+    summary = data.dataset_summary(packed)
+    results = {"meta": {**meta(args, rows), "dataset": str(args.dataset or packed),
+                        "packed": str(packed), **summary}}
+    print(f"fastload bench: {len(rows)} rows on {packed} ({summary['num_images']} images, "
+          f"{summary['median_size']}), {args.windows} alternating windows each", file=sys.stderr)
+    step = seed_step(args)
+    by_key = measure([RowSpec(r, packed) for r in rows], args, out, step_ms=step)
+    results["rows"] = [by_key[r] for r in rows]
+    ok_steps = [r.get("step_ms") for r in results["rows"] if r.get("step_ms") is not None]
+    results["meta"]["step_ms"] = ok_steps[0] if ok_steps else None
+    results["meta"]["step_source"] = (
+        "--step-ms" if args.step_ms is not None else
+        "half of torch-seed's measured time per batch" if ok_steps else
+        "no torch-seed row: data wait not simulated (pass --step-ms)")
+    if args.stages:
+        from fastload.bench.stages import profile
+        print("fastload bench: per-stage times (one thread, in-process)", file=sys.stderr)
+        results["stages"] = profile(packed, settings(args), n_images=min(32, summary["num_images"]))
     results["meta"]["total_s"] = time.monotonic() - t_start
     md, written = report.write_all(results, out)
     print(md)

@@ -11,8 +11,8 @@ in the COCO format only.
 COCO layout: ``root/annotations/instances.json`` + ``root/images/NNNNNN.jpg``; image ids
 are ``1000 + 7 * i`` (not contiguous, not equal to positions), annotation ids from 1.
 
-CLI: ``python3 -m fastload.synth.datasets OUT --format coco --n 200 [--keypoints]`` (in a
-checkout also ``python3 tools/synth_dataset.py ...``).
+CLI: ``python3 -m fastload.synth.datasets OUT --format coco --n 200 [--keypoints] [--photo]``
+(in a checkout also ``python3 tools/synth_dataset.py ...``).
 """
 from __future__ import annotations
 
@@ -28,8 +28,16 @@ FORMATS = ("coco", "labelme", "via", "yolo", "masks")
 
 
 def make_scenes(n_images: int, seed: int = 0, width: int = 640, height: int = 480,
-                keypoints: bool = False, **kw) -> List[Scene]:
+                keypoints: bool = False, photo: bool = False, **kw) -> List[Scene]:
+    """``n_images`` scenes from one seeded generator: :func:`make_scene`, or with ``photo``
+    :func:`fastload.synth.photos.make_photo` (photo-like statistics, no keypoints)."""
     rng = np.random.default_rng(seed)
+    if photo:
+        if keypoints:
+            raise ValueError("photo-like scenes have no keypoints")
+        from fastload.synth.photos import make_photo
+        kw.pop("unique_colors", None)
+        return [make_photo(rng, width=width, height=height, **kw) for _ in range(n_images)]
     return [make_scene(rng, width=width, height=height, keypoints=keypoints, **kw)
             for _ in range(n_images)]
 
@@ -96,17 +104,19 @@ def write_coco(root, scenes: List[Scene], keypoints: bool = False, crowd_every: 
 
 
 def write_dataset(root, fmt: str, n_images: int = 8, seed: int = 0, width: int = 640,
-                  height: int = 480, keypoints: bool = False, **kw) -> List[Scene]:
-    """Generate ``n_images`` scenes and write them under ``root`` in format ``fmt``
-    (one of :data:`FORMATS`). Extra keywords go to the format's writer. Returns the scenes
-    (ground truth for round-trip tests: ``scenes[i]`` is the i-th image in sorted order)."""
+                  height: int = 480, keypoints: bool = False, photo: bool = False,
+                  **kw) -> List[Scene]:
+    """Generate ``n_images`` scenes (photo-like ones with ``photo``: :mod:`fastload.synth.photos`)
+    and write them under ``root`` in format ``fmt`` (one of :data:`FORMATS`). Extra keywords go
+    to the format's writer. Returns the scenes (ground truth for round-trip tests:
+    ``scenes[i]`` is the i-th image in sorted order)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if keypoints and fmt != "coco":
         raise ValueError(f"keypoints are written in the COCO format only, not {fmt!r}")
     scene_kw = {k: kw.pop(k) for k in ("n_instances", "num_classes", "multipart_prob",
                                        "unique_colors") if k in kw}
-    scenes = make_scenes(n_images, seed, width, height, keypoints, **scene_kw)
+    scenes = make_scenes(n_images, seed, width, height, keypoints, photo, **scene_kw)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if fmt == "coco":
@@ -127,9 +137,12 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--keypoints", action="store_true")
+    p.add_argument("--photo", action="store_true",
+                   help="photo-like images (natural-image statistics, camera-like JPEG sizes)")
     a = p.parse_args(argv)
     try:
-        scenes = write_dataset(a.out, a.format, a.n, a.seed, a.width, a.height, a.keypoints)
+        scenes = write_dataset(a.out, a.format, a.n, a.seed, a.width, a.height, a.keypoints,
+                               photo=a.photo)
     except ValueError as e:
         p.error(str(e))
     print(f"wrote {len(scenes)} images ({sum(len(s.instances) for s in scenes)} instances) "

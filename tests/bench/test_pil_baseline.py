@@ -1,4 +1,4 @@
-"""The one PIL/NumPy baseline (``fastload.bench.baseline.pil_numpy_augment``) against fastload's
+"""The one PIL/NumPy baseline (``fastload.bench.pil_baseline.pil_numpy_augment``) against fastload's
 slow reference (``fastload.augment.cpu.augment_image_reference``): same geometry (no
 half-pixel shift), same hue (sign and matrix), same shadow and normalize; noise aside
 (the baseline draws NumPy normals, fastload its counter-based ones)."""
@@ -10,7 +10,7 @@ import pytest
 from fastload.augment.config import AugmentConfig
 from fastload.augment.cpu import augment_image_reference
 from fastload.augment.params import SampleParams, compose_matrix, sample_params
-from fastload.bench.baseline import pil_numpy_augment
+from fastload.bench.pil_baseline import pil_numpy_augment
 from fastload.synth.scenes import make_scene
 
 SRC_H, SRC_W = 120, 160
