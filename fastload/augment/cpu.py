@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fastload.augment.config import AugmentConfig
-from fastload.augment.decode import decode_for_warp
+from fastload.augment.decode import DecodeBuffer, decode_for_warp
 from fastload.augment.fused import fused_kernel
 from fastload.augment.ops import PIXEL_OPS
 from fastload.augment.output import norm_consts, output_reference, output_target
@@ -165,12 +165,16 @@ class CpuAugmenter:
 
     def _one(self, item, params, out_b, b, names):
         name = names[b] if names is not None else f"sample {b}"
+        scratch = self._scratch()
         if isinstance(item, np.ndarray) and item.ndim == 3:
             img, k = item, 1
-        else:
-            img, k = decode_for_warp(item, params.matrix, name, pad_value=self.cfg.pad_value)
-        augment_image(img, params, self.cfg, out_b, name=name, scratch=self._scratch(),
-                      source_scale=k)
+        else:  # decoded into this thread's buffer, used before the thread's next decode
+            buf = scratch.get("decoded")
+            if buf is None:
+                buf = scratch["decoded"] = DecodeBuffer()
+            img, k = decode_for_warp(item, params.matrix, name, pad_value=self.cfg.pad_value,
+                                     buffer=buf)
+        augment_image(img, params, self.cfg, out_b, name=name, scratch=scratch, source_scale=k)
 
     def run(self, images_or_encoded: Sequence, params_list: Sequence, out: Optional[np.ndarray] = None,
             names: Optional[Sequence[str]] = None) -> np.ndarray:

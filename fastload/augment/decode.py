@@ -65,8 +65,8 @@ try:  # OpenCV is optional (not in install_requires)
 except ImportError:  # pragma: no cover
     cv2 = None
 
-__all__ = ["decode_image", "decode_for_warp", "Decoded", "read_header", "ImageHeader",
-           "dct_scale", "sniff_format", "DECODERS", "decode_with", "DCT_SCALES",
+__all__ = ["decode_image", "decode_for_warp", "Decoded", "DecodeBuffer", "read_header",
+           "ImageHeader", "dct_scale", "sniff_format", "DECODERS", "decode_with", "DCT_SCALES",
            "MIN_SIDE_FOR_DCT_SCALE"]
 
 _JPEG_MAGIC = b"\xff\xd8"
@@ -298,6 +298,31 @@ def _blend_partial_blocks(img: np.ndarray, height: int, width: int, k: int,
 
 
 # ------------------------------------------------------------------ decode
+class DecodeBuffer:
+    """A reusable output array for the JPEG decodes of ONE thread
+    (``decode_for_warp(..., buffer=)``): an image decoded into it is a view of it, valid until
+    the next decode into the same buffer. It grows to the largest decoded image up to
+    ``max_bytes`` (default 16 MiB: a full-size 1920x1080 or a 1/2-size 4000x3000 decode);
+    a larger image is decoded into its own array, as without a buffer.
+
+    Why: a fresh multi-megabyte array is page-faulted in (and zeroed by the kernel) on every
+    decode; writing the same memory again skips that (measured with simplejpeg on photo-like
+    JPEGs, one thread: 1920x1080 at 1/2, 10.6 -> 8.8 ms; full size 15.0 -> 12.5 ms)."""
+
+    def __init__(self, max_bytes: int = 16 << 20):
+        self.max_bytes = int(max_bytes)
+        self._array = np.empty(0, np.uint8)
+
+    def get(self, nbytes: int) -> Optional[np.ndarray]:
+        """A writable 1-D uint8 array of exactly ``nbytes`` (a view of the buffer), or None
+        when ``nbytes`` is over ``max_bytes``."""
+        if nbytes > self.max_bytes:
+            return None
+        if self._array.size < nbytes:
+            self._array = np.empty(nbytes, np.uint8)
+        return self._array[:nbytes]
+
+
 class Decoded(NamedTuple):
     image: np.ndarray  # HWC uint8 RGB, C-contiguous
     scale: int         # decoded at 1/scale of the header's size (1: full size)
@@ -313,14 +338,24 @@ def _first_success(decoders, data, name: str, what: str) -> np.ndarray:
     raise ValueError(f"{name}: cannot decode {what} ({len(data)} bytes): " + "; ".join(errors))
 
 
-def _decode_jpeg(data, head: ImageHeader, name: str, k: int) -> Tuple[np.ndarray, int]:
+def _decode_jpeg(data, head: ImageHeader, name: str, k: int,
+                 buffer: Optional[DecodeBuffer] = None) -> Tuple[np.ndarray, int]:
     if head.jpeg_fallback:
         why = "simplejpeg cannot read its header"
     else:
         size_kw = {}
         if k > 1:
             size_kw = dict(min_height=-(-head.height // k), min_width=-(-head.width // k))
+        out = None if buffer is None else \
+            buffer.get(-(-head.height // k) * -(-head.width // k) * 3)
         try:
+            if out is not None:
+                try:
+                    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out,
+                                                  **size_kw), k
+                except ValueError as e:
+                    if "too small" not in str(e):  # not the size the header says: the
+                        raise                      # decode without it reports that
             return simplejpeg.decode_jpeg(data, colorspace="RGB", **size_kw), k
         except ValueError as e:
             if not _UNSUPPORTED.search(str(e)):
@@ -330,7 +365,8 @@ def _decode_jpeg(data, head: ImageHeader, name: str, k: int) -> Tuple[np.ndarray
     return _first_success(_JPEG_FALLBACKS, data, name, f"the JPEG ({why})"), 1
 
 
-def _decode(data, name: str, size, matrix, pad_value: float) -> Decoded:
+def _decode(data, name: str, size, matrix, pad_value: float,
+            buffer: Optional[DecodeBuffer] = None) -> Decoded:
     data = _buffer(data, name)
     head = read_header(data, name)
     if size is not None and (head.height, head.width) != (int(size[0]), int(size[1])):
@@ -340,7 +376,7 @@ def _decode(data, name: str, size, matrix, pad_value: float) -> Decoded:
     if head.format == "jpeg":
         if matrix is not None and not head.jpeg_fallback:
             k = dct_scale(matrix, head.height, head.width)
-        img, k = _decode_jpeg(data, head, name, k)
+        img, k = _decode_jpeg(data, head, name, k, buffer)
     elif head.format == "png":
         img = _first_success(_PNG_DECODERS, data, name, "the PNG")
     else:
@@ -370,11 +406,14 @@ def decode_image(data, name: str = "<image>", size: Optional[Tuple[int, int]] = 
 
 
 def decode_for_warp(data, matrix, name: str = "<image>",
-                    size: Optional[Tuple[int, int]] = None, pad_value: float = 0.0) -> Decoded:
+                    size: Optional[Tuple[int, int]] = None, pad_value: float = 0.0,
+                    buffer: Optional[DecodeBuffer] = None) -> Decoded:
     """:func:`decode_image` for an image about to be warped by ``matrix``: a JPEG is decoded
     at 1/k of its size, k = :func:`dct_scale` (``matrix``, header size), with the partial last
     column / row blended with ``pad_value`` (module docstring). Returns
     ``Decoded(image, scale=k)``; warp it with ``matrix @ diag(k, k, 1)``
     (:func:`fastload.augment.cpu.augment_image`'s ``source_scale``). Annotations still move
-    by ``matrix``."""
-    return _decode(data, name, size, matrix, pad_value)
+    by ``matrix``. ``buffer``: the calling thread's :class:`DecodeBuffer`; a JPEG decoded by
+    simplejpeg is then written into it (the same pixels), so the image is valid only until
+    that thread's next decode into it."""
+    return _decode(data, name, size, matrix, pad_value, buffer)

@@ -173,7 +173,7 @@ class CpuBackend:
         from fastload.dtypes import output_numpy_dtype
         self.cfg, self.pool = ctx.cfg, ctx.pool
         self.dtype = output_numpy_dtype(ctx.cfg.dtype)
-        self._local = threading.local()  # one shadow-mask scratch buffer per thread
+        self._local = threading.local()  # per thread: the shadow mask and the decode buffer
 
     def submit(self, encoded, params, names, sizes, out=None):
         n = len(encoded)
@@ -194,12 +194,15 @@ class CpuBackend:
         """One sample: the image (its header and decoded size checked against ``size``, the
         record's (height, width)) -> augmented into ``out_chw``."""
         from fastload.augment.cpu import augment_image
-        from fastload.augment.decode import decode_for_warp
-        img, scale = decode_for_warp(encoded, params.matrix, name, size, self.cfg.pad_value)
-        H, W = self.cfg.out_size
-        mask = getattr(self._local, "mask", None)
-        if mask is None:
-            mask = self._local.mask = np.empty((H, W), np.uint8)
+        from fastload.augment.decode import DecodeBuffer, decode_for_warp
+        local = self._local
+        mask = getattr(local, "mask", None)
+        if mask is None:  # this thread's first sample
+            mask = local.mask = np.empty(tuple(self.cfg.out_size), np.uint8)
+            local.decoded = DecodeBuffer()
+        # the decoded image lives in this thread's buffer until its next sample
+        img, scale = decode_for_warp(encoded, params.matrix, name, size, self.cfg.pad_value,
+                                     buffer=local.decoded)
         augment_image(img, params, self.cfg, out_chw, mask, name=name, source_scale=scale)
 
     def close(self) -> None:

@@ -283,7 +283,10 @@ class DataLoader:
                       "skipped_samples": []}
 
         builder = SampleBuilder(self.dataset, augment, self.targets, self.info)
-        device_stage = DeviceStage(self.device, augment.dtype, augment.out_size, builder.fixed_shapes)
+        # host arrays alive at once: the queue, the batch being built, one started ahead, the
+        # loop's current and previous batch; recycled on the CPU once the loop drops them
+        device_stage = DeviceStage(self.device, augment.dtype, augment.out_size, builder.fixed_shapes,
+                                   recycle=self.prefetch + 3)
         ctx = BackendContext(augment, batch_size=self.batch_size, num_threads=self.num_threads,
                              device=self.device)
         self._resources = Resources(builder, device_stage, self.backend, ctx, on_error)

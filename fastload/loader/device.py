@@ -3,7 +3,9 @@
 - Buffers: the fixed-size target arrays and the CPU backend's images of a batch are
   allocated here. On a CUDA device they live in pinned host memory (torch's caching host
   allocator), so the kernels write straight into the memory the asynchronous host-to-device
-  copy reads: no extra host copy of big maps.
+  copy reads: no extra host copy of big maps. On the CPU, with ``recycle=N``, they come from
+  a :class:`~.buffers.BufferRecycler` (N arrays per shape): the arrays of a batch the training
+  loop has dropped are written again instead of allocating (and page-faulting) new ones.
 - dtype: images come out of a backend in ``fastload.dtypes.output_numpy_dtype(cfg.dtype)``
   (bfloat16 is not a NumPy dtype: float32, converted here with torch).
 - The copy: on a CUDA device every host array is copied with ``non_blocking=True`` on the
@@ -25,6 +27,8 @@ import torch
 
 from fastload.dtypes import output_numpy_dtype, output_torch_dtype, torch_dtype
 
+from .buffers import BufferRecycler
+
 __all__ = ["DeviceStage", "image_tensor"]
 
 
@@ -43,15 +47,21 @@ class DeviceStage:
 
     ``device``: a ``torch.device``; ``image_dtype``: ``cfg.dtype``; ``image_size``: (H, W);
     ``target_shapes``: key -> (per-sample shape, NumPy dtype) of the fixed-size targets.
+    ``recycle``: on the CPU, reuse host arrays nothing holds any more, keeping up to this many
+    per shape (0: allocate every batch's arrays; ignored on CUDA, where buffers are pinned).
     """
 
     def __init__(self, device: torch.device, image_dtype: str, image_size: Tuple[int, int],
-                 target_shapes: Dict[str, Tuple[tuple, np.dtype]]):
+                 target_shapes: Dict[str, Tuple[tuple, np.dtype]], recycle: int = 0):
         self.device = torch.device(device)
         self.image_dtype = image_dtype
         self.image_size = tuple(image_size)
         self.target_shapes = dict(target_shapes)
         self.pinned = self.device.type == "cuda"
+        self.recycle = int(recycle)
+        self.recycler: Optional[BufferRecycler] = None
+        if self.recycle > 0 and not self.pinned:  # one image + one array per target key
+            self.recycler = BufferRecycler(self.recycle, max_shapes=4 * (1 + len(self.target_shapes)))
         self._stream: Optional[torch.cuda.Stream] = None
 
     # ------------------------------------------------------------ producer thread
@@ -67,6 +77,9 @@ class DeviceStage:
         if self.pinned:
             return {k: torch.zeros((n,) + shape, dtype=torch_dtype(dt), pin_memory=True).numpy()
                     for k, (shape, dt) in self.target_shapes.items()}
+        if self.recycler is not None:
+            return {k: self.recycler.take((n,) + shape, dt, zero=True, tag=k)
+                    for k, (shape, dt) in self.target_shapes.items()}
         return {k: np.zeros((n,) + shape, dt) for k, (shape, dt) in self.target_shapes.items()}
 
     def image_buffer(self, n: int) -> np.ndarray:
@@ -75,6 +88,8 @@ class DeviceStage:
         dt = output_numpy_dtype(self.image_dtype)
         if self.pinned:  # write the images where the asynchronous copy reads them
             return torch.empty(shape, dtype=torch_dtype(dt), pin_memory=True).numpy()
+        if self.recycler is not None:
+            return self.recycler.take(shape, dt, tag="image")
         return np.empty(shape, dt)
 
     def stream(self):

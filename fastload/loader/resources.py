@@ -73,7 +73,7 @@ class Resources:
         not survive the fork)."""
         builder, device, backend, ctx, on_error = self._config
         device = DeviceStage(device.device, device.image_dtype, device.image_size,
-                             device.target_shapes)
+                             device.target_shapes, recycle=device.recycle)
         return Resources(builder, device, backend, ctx, on_error)
 
     def _stages(self, seed: int) -> BatchMaker:
