@@ -166,12 +166,19 @@ class CpuBackend:
     against the record's before decoding, decode (at a reduced size when the sample's matrix
     shrinks a JPEG 2x or more: :func:`fastload.augment.decode.decode_for_warp`), augment into
     the sample's row of ``out`` (:func:`fastload.augment.cpu.augment_image`). Without a pool
-    the tasks run in ``submit``."""
+    the tasks run in ``submit``.
+
+    ``lookahead = 1`` on a pool of 2 threads or more: the producer submits batch k + 1 before it
+    waits for batch k, so a thread that finishes its last sample of batch k starts on batch
+    k + 1 instead of waiting for the other threads' last samples (at 2 threads and batch 8 that
+    wait is up to one sample per batch: 1/8 of a thread). The pool runs tasks in submission
+    order, so batch k still finishes first."""
     writes_host_buffer = True
 
     def __init__(self, ctx: BackendContext):
         from fastload.dtypes import output_numpy_dtype
         self.cfg, self.pool = ctx.cfg, ctx.pool
+        self.lookahead = 1 if ctx.pool is not None and ctx.num_threads > 1 else 0
         self.dtype = output_numpy_dtype(ctx.cfg.dtype)
         self._local = threading.local()  # per thread: the shadow mask and the decode buffer
 

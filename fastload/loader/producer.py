@@ -7,10 +7,13 @@ DataLoader). Its daemon thread builds the plan's batches in order and puts
 goes on with the next epoch's batches (at most ``prefetch`` of them wait in the queue), so a
 training loop that moves on to the next epoch finds them ready: no bubble at epoch
 boundaries. An exception ends the thread after ``("error", epoch, None, exc)``. The records
-of batch k + 1 are read (on the pool) while batch k is built, across epoch ends too.
-With a backend that has ``lookahead`` L (``BatchMaker.lookahead``; DALI on a GPU: 1), batches
-k + 1 .. k + L are started (images submitted, annotations on the pool) before batch k is
-finished, across epoch ends too; items still reach the queue in order.
+of batches k + 1 .. k + 1 + L are read (on the pool) while batch k is built, across epoch ends
+too. With a backend that has ``lookahead`` L (``BatchMaker.lookahead``; DALI on a GPU and the
+CPU backend on 2 threads or more: 1), batches k + 1 .. k + L are started (images submitted,
+annotations on the pool) before batch k is finished, across epoch ends too; items still reach
+the queue in order. A batch whose records are not read yet is started only after the batches
+started before it are delivered: a slow read (a stalled disk) never holds back a batch that
+is ready.
 
 :meth:`Producer.stop` asks the thread to end; it notices between batches and while waiting
 to put one (every 50 ms), and frees the queued batches as it ends. ``stop`` takes no lock and
@@ -45,35 +48,40 @@ class Producer:
 
     # ---------------------------------------------------------------- producer side
     def _run(self, maker: BatchMaker, plan: EpochPlan, start: int) -> None:
-        epoch = plan.epoch  # of the item being delivered (for an error)
+        self._epoch = plan.epoch  # of the item being delivered (for an error)
         try:
             maker.device.bind_thread()
             lookahead = maker.lookahead
             window: deque = deque()  # (plan, k, started batch); k None: the end of plan's epoch
-            started = 0
-            for p, k, indices, reads in _schedule(maker, plan, start):
+            for p, k, indices, reads in _schedule(maker, plan, start, lookahead + 1):
                 if self._stopped:
                     return
-                window.append((p, k, None if k is None else maker.start(indices, p, reads)))
-                started += k is not None
-                del reads
-                while window and (window[0][1] is None or started > lookahead):
-                    p, k, st = window.popleft()
-                    epoch = p.epoch
-                    if k is None:
-                        item = ("end", epoch, None, None)
-                    else:
-                        started -= 1
-                        item = ("batch", epoch, k, maker.finish(st))
-                    del st
-                    if not self._put(item):
+                # records still being read: deliver what is started rather than wait for them
+                if k is not None and not all(f.done() for f in reads):
+                    if not self._deliver(maker, window, 0):
                         return
-                    del item
+                window.append((p, k, None if k is None else maker.start(indices, p, reads)))
+                del reads
+                if not self._deliver(maker, window, lookahead):
+                    return
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            self._put(("error", epoch, None, e))
+            self._put(("error", self._epoch, None, e))
         finally:
             if self._stopped:  # free the batches nobody will take
                 self._drain()
+
+    def _deliver(self, maker: BatchMaker, window: deque, keep: int) -> bool:
+        """Finish and queue the window's items, oldest first, until at most ``keep`` started
+        batches are left in it and its head is not an epoch end; False once stopped."""
+        while window and (window[0][1] is None or sum(w[1] is not None for w in window) > keep):
+            p, k, st = window.popleft()
+            self._epoch = p.epoch
+            item = ("end", p.epoch, None, None) if k is None else ("batch", p.epoch, k, maker.finish(st))
+            del st
+            if not self._put(item):
+                return False
+            del item
+        return True
 
     def _put(self, item) -> bool:
         while not self._stopped:
@@ -134,10 +142,10 @@ class Producer:
         return not self.thread.is_alive()
 
 
-def _schedule(maker: BatchMaker, plan: EpochPlan, start: int) -> Iterator[tuple]:
+def _schedule(maker: BatchMaker, plan: EpochPlan, start: int, depth: int = 1) -> Iterator[tuple]:
     """``(plan, k, indices, reads)`` for every batch from batch ``start`` of ``plan`` on, epoch
     after epoch, with ``(plan, None, None, None)`` after each epoch's last batch. The reads of
-    a batch (``maker.read_ahead``) are started one batch before it is yielded."""
+    a batch (``maker.read_ahead``) are started ``depth`` batches before it is yielded."""
     def items():
         p, s = plan, start
         while True:
@@ -151,10 +159,12 @@ def _schedule(maker: BatchMaker, plan: EpochPlan, start: int) -> Iterator[tuple]
         p, k, idx = next(it)
         ahead.append((p, k, idx, None if k is None else maker.read_ahead(idx, p)))
 
+    def batches_ahead():
+        return sum(a[1] is not None for a in ahead)
+
     it, ahead = items(), deque()
     pull()
     while True:
-        pull()
-        if ahead[-1][1] is None:  # the next epoch's first batch is read ahead too
-            pull()
+        while batches_ahead() < depth + 1 or ahead[-1][1] is None:
+            pull()  # (after an epoch's end, the next epoch's first batches too)
         yield ahead.popleft()

@@ -138,6 +138,51 @@ def test_cpu_backend_errors_name_their_sample(blobs):
         list(DataLoader(blobs, batch_size=4, augment=CFG, backend="cpu"))
 
 
+def test_cpu_backend_looks_ahead_one_batch_on_two_threads_or_more():
+    ctx = BackendContext(CFG, batch_size=4, num_threads=2, device=torch.device("cpu"),
+                         pool=ThreadPoolExecutor(2))
+    assert create_backend("cpu", ctx).lookahead == 1
+    ctx.pool.shutdown()
+    one = BackendContext(CFG, batch_size=4, num_threads=1, device=torch.device("cpu"),
+                         pool=ThreadPoolExecutor(1))
+    assert create_backend("cpu", one).lookahead == 0  # one thread: nothing to overlap
+    one.pool.shutdown()
+    assert create_backend("cpu", BackendContext(CFG, 4, 2, torch.device("cpu"))).lookahead == 0
+
+
+@pytest.mark.parametrize("n, bad", [(10, None), (3, None), (11, 5)])
+def test_cpu_lookahead_submits_the_next_batch_first_and_changes_no_batch(n, bad):
+    """At lookahead 1 (the order of the producer's calls: tests/loader/test_producer.py) the
+    batches (order, content, the samples skipped) are those of lookahead 0, over three shuffled
+    epochs; n=3 with batch_size 4 is one batch per epoch."""
+    from fastload.loader.backends import CpuBackend
+
+    class NoLookahead(CpuBackend):
+        def __init__(self, ctx):
+            super().__init__(ctx)
+            self.lookahead = 0
+
+    ds = blob_dataset(n)
+    if bad is not None:
+        corrupt_image(ds, bad)
+    register_backend("test-no-lookahead", NoLookahead, "the cpu backend at lookahead 0 (a test)")
+    try:
+        kw = dict(batch_size=4, shuffle=True, seed=5, augment=CFG, targets=["centernet"],
+                  num_threads=2, on_error="skip")
+        ld, ref = DataLoader(ds, backend="cpu", **kw), DataLoader(ds, backend="test-no-lookahead", **kw)
+        for epoch in range(3):
+            got, want = collect(ld), collect(ref)
+            assert len(got) == len(want) == (n + 3) // 4
+            for g, w in zip(got, want):
+                assert_batches_equal(g, w)
+        assert ld.stats["skipped_samples"] == ref.stats["skipped_samples"]
+        assert ld._resources.backend.lookahead == 1 and ref._resources.backend.lookahead == 0
+        ld.close()
+        ref.close()
+    finally:
+        unregister_backend("test-no-lookahead")
+
+
 # ------------------------------------------------------------------ dali (its CPU operators here)
 def test_dali_backend_two_phase_equals_augmenter_run(blobs):
     """Batches submitted ahead of their result (the producer's look-ahead) come back equal

@@ -112,6 +112,10 @@ def test_timed_out_producer_does_not_overlap_the_next(blobs):
     gate, calls = threading.Event(), []
 
     class Stuck(CpuBackend):
+        def __init__(self, ctx):
+            super().__init__(ctx)
+            self.lookahead = 0  # the first batch is delivered before the second is submitted
+
         def submit(self, *args, **kwargs):
             calls.append(1)
             if len(calls) == 2:  # the second batch gets stuck in the "kernel"
@@ -315,3 +319,74 @@ def test_finalizer_in_the_loaders_own_thread_does_not_deadlock(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert r.stdout.startswith("ok"), r.stdout
+
+
+# ------------------------------------------------------------------ look-ahead and slow reads
+class _Maker:
+    """A BatchMaker stand-in that logs the producer's calls; ``hold``: batch numbers (counted
+    from 0 over the whole run) whose reads stay unfinished until the test releases them."""
+
+    def __init__(self, lookahead, hold=()):
+        self.lookahead, self.hold, self.events = lookahead, set(hold), []
+        self.device = types.SimpleNamespace(bind_thread=lambda: None)
+        self.held, self._n = {}, 0
+
+    def read_ahead(self, indices, plan):
+        from concurrent.futures import Future
+        f = Future()
+        if self._n in self.hold:
+            self.held[self._n] = f
+        else:
+            f.set_result(None)
+        self._n += 1
+        return [f]
+
+    def start(self, indices, plan, reads):
+        for f in reads:
+            f.result()
+        key = (plan.epoch, int(indices[0]))
+        self.events.append(("start",) + key)
+        return key
+
+    def finish(self, st):
+        self.events.append(("finish",) + st)
+        return st, []
+
+
+def _take(prod, n):
+    items = [prod.get(timeout=10) for _ in range(n)]
+    return [(kind, ep, k) for kind, ep, k, _ in items]
+
+
+def test_lookahead_starts_the_next_batch_before_finishing_one_across_epoch_ends():
+    from fastload.loader.producer import Producer
+    from fastload.loader.sampling import EpochPlan
+    maker = _Maker(lookahead=1)
+    prod = Producer(maker, EpochPlan(6, 2), 0, prefetch=8)
+    try:
+        assert _take(prod, 8) == [("batch", 0, 0), ("batch", 0, 1), ("batch", 0, 2), ("end", 0, None),
+                                  ("batch", 1, 0), ("batch", 1, 1), ("batch", 1, 2), ("end", 1, None)]
+    finally:
+        prod.stop()
+        prod.join(5)
+    assert maker.events[:6] == [("start", 0, 0), ("start", 0, 2), ("finish", 0, 0),
+                                ("start", 0, 4), ("finish", 0, 2),
+                                ("start", 1, 0)]  # the next epoch's first batch, before ...
+    assert maker.events[6] == ("finish", 0, 4)    # ... the last one of this epoch is finished
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_a_batch_whose_records_are_still_read_does_not_hold_back_a_ready_one(lookahead):
+    from fastload.loader.producer import Producer
+    from fastload.loader.sampling import EpochPlan
+    maker = _Maker(lookahead=lookahead, hold={1})
+    prod = Producer(maker, EpochPlan(6, 2), 0, prefetch=8)
+    try:
+        assert _take(prod, 1) == [("batch", 0, 0)]  # delivered while batch 1 is still read
+        assert ("start", 0, 2) not in maker.events
+        wait_until(lambda: 1 in maker.held)
+        maker.held[1].set_result(None)
+        assert _take(prod, 3) == [("batch", 0, 1), ("batch", 0, 2), ("end", 0, None)]
+    finally:
+        prod.stop()
+        prod.join(5)
