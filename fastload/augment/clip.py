@@ -29,11 +29,19 @@ so a pixel center is inside the pieces exactly when it was inside the ring.
 :func:`clip_polygon` (Numba) and :func:`clip_polygon_reference` (plain Python, the same
 rules written out with lists) return the pieces as a list of float64 (k, 2) arrays; the
 kernel of :mod:`fastload.augment.geometry` uses :func:`clip_rect` and :func:`clean_ring`.
+
+Compile time (these kernels are compiled on a fresh install before the first batch, see
+docs/cpu_backend.md): arrays are copied with loops, not slice assignment (Numba compiles a
+formatted shape-mismatch error for every ``a[i:j] = b``, seconds of compilation), sorted with
+``fastload.targets.raster.sort_inplace`` (not Numba's quicksort), and every helper is called
+with the same argument types everywhere (a constant argument compiles it once more).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from fastload.targets.raster import sort_inplace
 
 __all__ = ["clip_polygon", "clip_polygon_reference", "clip_rect", "clean_ring",
            "ring_area", "has_zero_width_border"]
@@ -94,15 +102,18 @@ def clip_rect(poly, w, h):
     (zero-width bridges and spikes included); returns (array, count)."""
     m = poly.shape[0]
     a = np.empty((2 * m + 2, 2), np.float64)
-    a[:m] = poly
-    b = np.empty((4 * m + 4, 2), np.float64)
-    m = _clip_half(a, m, b, 0, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 0, w, False)
-    b = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(a, m, b, 1, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 1, h, False)
+    for i in range(m):  # (loops, not slice assignment: see the module docstring)
+        a[i, 0] = poly[i, 0]
+        a[i, 1] = poly[i, 1]
+    # the four stages x >= 0, x <= w, y >= 0, y <= h as a loop: one compiled _clip_half
+    # (constant arguments would compile it once per combination)
+    for stage in range(4):
+        axis = stage // 2
+        keep_ge = stage % 2 == 0
+        bound = 0.0 if keep_ge else (w if axis == 0 else h)
+        b = np.empty((2 * m + 2, 2), np.float64)  # one stage at most doubles the count
+        m = _clip_half(a, m, b, axis, bound, keep_ge)
+        a = b
     return a, m
 
 
@@ -219,7 +230,9 @@ def clean_ring(c, m, w, h):
     pieces, each with >= 3 vertices and a positive area, in the order of their first vertex
     in the ring."""
     d = np.empty((m, 2), np.float64)
-    d[:m] = c[:m]
+    for i in range(m):
+        d[i, 0] = c[i, 0]
+        d[i, 1] = c[i, 1]
     n = _drop_repeats(d, m)
     # 1. split every border edge at the border vertices of its line strictly inside it
     lines = np.empty(n, np.int64)
@@ -254,9 +267,9 @@ def clean_ring(c, m, w, h):
                 nt += 1
         if nt == 0:
             continue
-        s = np.sort(ts[:nt])
+        sort_inplace(ts[:nt])
         for r in range(nt):
-            v = s[r] if a1 > a0 else s[nt - 1 - r]
+            v = ts[r] if a1 > a0 else ts[nt - 1 - r]
             if r > 0 and v == pts[q - 1, t]:
                 continue  # a border vertex visited twice
             pts[q, 0] = d[i, 0]
@@ -307,7 +320,9 @@ def clean_ring(c, m, w, h):
         nb = _drop_straight_border_vertices(buf, nb, w, h)
         if nb < 3 or ring_area(buf, nb) <= 0.0:
             continue
-        out[k_out:k_out + nb] = buf[:nb]
+        for i in range(nb):
+            out[k_out + i, 0] = buf[i, 0]
+            out[k_out + i, 1] = buf[i, 1]
         k_out += nb
         npieces += 1
         offs[npieces] = k_out
