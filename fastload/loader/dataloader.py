@@ -32,6 +32,7 @@ import torch
 
 from fastload.augment.config import AugmentConfig
 from fastload.targets.specs import resolve_targets
+from fastload.warmup import loader_jobs, warm_up
 
 from .backends import BackendContext, check_backend, default_backend
 from .device import DeviceStage
@@ -282,6 +283,8 @@ class DataLoader:
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
+        # the kernels this configuration uses, compiled (or loaded) by the first iteration
+        self._warmup_jobs = loader_jobs(augment, self.targets, cpu_images=self.backend == "cpu")
         builder = SampleBuilder(self.dataset, augment, self.targets, self.info)
         device_stage = DeviceStage(self.device, augment.dtype, augment.out_size, builder.fixed_shapes)
         ctx = BackendContext(augment, batch_size=self.batch_size, num_threads=self.num_threads,
@@ -355,6 +358,7 @@ class DataLoader:
 
     def __iter__(self) -> _EpochIterator:
         resources = self._live_resources()
+        warm_up(self._warmup_jobs)  # once per process; see fastload.warmup
         start = self._resume
         producer = resources.start(self._plan, start, self.prefetch, wait_s=self.timeout or None)
         self._resume, self._consumed = 0, start
