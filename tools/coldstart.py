@@ -9,7 +9,9 @@ times ``import fastload`` + ``DataLoader(pack, batch_size=8, device="cpu", targe
 ``next(iter(loader))``, then a second process with the SAME cache folder times it again
 (the warm cache: what every later run of a user's script costs). With ``--demo`` the child
 runs what ``fastload demo`` does after packing (two epochs of 64 images, batch 8, no
-targets) and reports both epochs.
+targets) and reports both epochs; with ``--torch-workers N``, the first batch of
+``torch.utils.data.DataLoader(TorchDataset(pack), batch_size=8, num_workers=N)``. "CPU" is
+the CPU time of the child and every process it waited for (a warm-up helper, torch workers).
 
 Numba's event API (``numba:compile``, fired only on a cache miss) gives each dispatcher's
 compile time, inclusive (a kernel's time includes the callees it compiles) and exclusive.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +60,7 @@ def _child(args) -> None:
     marks = {"import_s": t_import - t0}
     if args.demo:
         loader = DataLoader(args.pack, batch_size=8, device="cpu")
-        for epoch in range(2):
+        for epoch in range(2):  # (as fastload demo)
             loader.set_epoch(epoch)
             te = time.perf_counter()
             first = None
@@ -67,6 +70,17 @@ def _child(args) -> None:
             marks[f"epoch{epoch}_s"] = time.perf_counter() - te
             marks[f"epoch{epoch}_first_batch_s"] = first
         marks["first_batch_s"] = marks["import_s"] + marks["epoch0_first_batch_s"]
+    elif args.torch_workers:
+        import torch.utils.data
+        from fastload.loader import TorchDataset, collate
+        tds = TorchDataset(args.pack, targets=[t for t in args.targets.split(",") if t])
+        dl = torch.utils.data.DataLoader(tds, batch_size=8, num_workers=args.torch_workers,
+                                         collate_fn=collate)
+        it = iter(dl)
+        next(it)
+        marks["first_batch_s"] = time.perf_counter() - t0
+        del it
+        loader = None
     else:
         targets = [t for t in args.targets.split(",") if t]
         loader = DataLoader(args.pack, batch_size=8, device="cpu", targets=targets)
@@ -74,7 +88,8 @@ def _child(args) -> None:
         next(it)
         marks["first_batch_s"] = time.perf_counter() - t0
         it.close()
-    loader.close()
+    if loader is not None:
+        loader.close()
     marks["compiles"] = compiles
     marks["compile_s"] = sum(c["excl_s"] for c in compiles)
     print("RESULT " + json.dumps(marks))
@@ -117,15 +132,20 @@ def _run(pack: Path, cache: Path, args) -> dict:
                PYTHONPATH=str(ROOT))
     env.pop("NUMBA_DEBUG_CACHE", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--pack", str(pack),
-           "--targets", args.targets] + (["--demo"] if args.demo else [])
+           "--targets", args.targets, "--torch-workers", str(args.torch_workers)] \
+        + (["--demo"] if args.demo else [])
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     if p.returncode:
         sys.exit(f"child failed:\n{p.stderr}")
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT "))
     res = json.loads(line[7:])
     res["process_s"] = wall
+    res["cpu_s"] = cpu  # the child and the processes it waited for (a warm-up helper)
     return res
 
 
@@ -135,6 +155,9 @@ def main() -> None:
     ap.add_argument("--pack", default=None, help="packed dataset (default: make one)")
     ap.add_argument("--targets", default="centernet", help="comma-separated target names")
     ap.add_argument("--demo", action="store_true", help="two epochs like `fastload demo`")
+    ap.add_argument("--torch-workers", type=int, default=0,
+                    help="first batch of torch's DataLoader over fastload.TorchDataset with "
+                         "this many worker processes instead")
     ap.add_argument("--runs", type=int, default=1, help="fresh+warm pairs")
     ap.add_argument("--top", type=int, default=12, help="kernels listed per run")
     ap.add_argument("--tree", type=int, default=-1, help="print the compile tree to this depth")
@@ -155,14 +178,15 @@ def main() -> None:
                  if args.demo else "")
         print(f"run {r}: fresh first batch {fresh['first_batch_s']:.2f} s (import "
               f"{fresh['import_s']:.2f}, compile {fresh['compile_s']:.2f} s in "
-              f"{len(fresh['compiles'])} compiles, process {fresh['process_s']:.2f}){extra}; "
-              f"warm first batch {warm['first_batch_s']:.2f} s (import {warm['import_s']:.2f}, "
-              f"{len(warm['compiles'])} compiles, process {warm['process_s']:.2f})")
+              f"{len(fresh['compiles'])} compiles in the process, process {fresh['process_s']:.2f}"
+              f" s, CPU {fresh['cpu_s']:.2f} s){extra}; warm first batch "
+              f"{warm['first_batch_s']:.2f} s (import {warm['import_s']:.2f}, "
+              f"{len(warm['compiles'])} compiles, process {warm['process_s']:.2f} s, CPU "
+              f"{warm['cpu_s']:.2f} s); load average {os.getloadavg()[0]:.1f}")
         for c in sorted(fresh["compiles"], key=lambda c: -c["excl_s"])[:args.top]:
             print(f"    {c['excl_s']:6.2f} s own {c['incl_s']:6.2f} s incl  {c['name']}")
         if args.tree >= 0:
             print("\n".join("    " + ln for ln in _tree(fresh["compiles"], args.tree, args.sigs)))
-    print(f"load average: {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

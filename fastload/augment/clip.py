@@ -49,44 +49,6 @@ __all__ = ["clip_polygon", "clip_polygon_reference", "clip_rect", "clean_ring",
 
 # ----------------------------------------------------------------------------- kernels
 @njit(nogil=True, cache=True)
-def _clip_half(src, m, dst, axis, bound, keep_ge):
-    """One Sutherland-Hodgman stage: keep the side coord[axis] >= bound (keep_ge) or <= bound.
-
-    ``src`` rows 0..m-1 are the input polygon; writes into ``dst`` (capacity >= 2*m);
-    returns the output vertex count. Intersection points get exactly ``bound``."""
-    if m == 0:
-        return 0
-    k = 0
-    px = src[m - 1, 0]
-    py = src[m - 1, 1]
-    pv = px if axis == 0 else py
-    pin = pv >= bound if keep_ge else pv <= bound
-    for i in range(m):
-        cx = src[i, 0]
-        cy = src[i, 1]
-        cv = cx if axis == 0 else cy
-        cin = cv >= bound if keep_ge else cv <= bound
-        if cin != pin:
-            t = (bound - pv) / (cv - pv)
-            if axis == 0:
-                dst[k, 0] = bound
-                dst[k, 1] = py + t * (cy - py)
-            else:
-                dst[k, 0] = px + t * (cx - px)
-                dst[k, 1] = bound
-            k += 1
-        if cin:
-            dst[k, 0] = cx
-            dst[k, 1] = cy
-            k += 1
-        px = cx
-        py = cy
-        pv = cv
-        pin = cin
-    return k
-
-
-@njit(nogil=True, cache=True)
 def ring_area(a, m):
     """|shoelace area| of ring ``a[:m]``."""
     s = 0.0
@@ -101,20 +63,46 @@ def clip_rect(poly, w, h):
     """Sutherland-Hodgman: float64 (m, 2) ``poly`` clipped to [0, w] x [0, h] as one ring
     (zero-width bridges and spikes included); returns (array, count)."""
     m = poly.shape[0]
-    a = np.empty((2 * m + 2, 2), np.float64)
-    for i in range(m):  # (loops, not slice assignment: see the module docstring)
-        a[i, 0] = poly[i, 0]
-        a[i, 1] = poly[i, 1]
-    # the four stages x >= 0, x <= w, y >= 0, y <= h as a loop: one compiled _clip_half
-    # (constant arguments would compile it once per combination)
-    for stage in range(4):
+    src = np.empty((2 * m + 2, 2), np.float64)
+    for i in range(m):
+        src[i, 0] = poly[i, 0]
+        src[i, 1] = poly[i, 1]
+    for stage in range(4):  # keep x >= 0, x <= w, y >= 0, y <= h
         axis = stage // 2
         keep_ge = stage % 2 == 0
         bound = 0.0 if keep_ge else (w if axis == 0 else h)
-        b = np.empty((2 * m + 2, 2), np.float64)  # one stage at most doubles the count
-        m = _clip_half(a, m, b, axis, bound, keep_ge)
-        a = b
-    return a, m
+        dst = np.empty((2 * m + 2, 2), np.float64)  # a stage at most doubles the count
+        k = 0
+        if m > 0:
+            px = src[m - 1, 0]
+            py = src[m - 1, 1]
+            pv = px if axis == 0 else py
+            pin = pv >= bound if keep_ge else pv <= bound
+            for i in range(m):
+                cx = src[i, 0]
+                cy = src[i, 1]
+                cv = cx if axis == 0 else cy
+                cin = cv >= bound if keep_ge else cv <= bound
+                if cin != pin:  # intersection points get exactly the bound
+                    t = (bound - pv) / (cv - pv)
+                    if axis == 0:
+                        dst[k, 0] = bound
+                        dst[k, 1] = py + t * (cy - py)
+                    else:
+                        dst[k, 0] = px + t * (cx - px)
+                        dst[k, 1] = bound
+                    k += 1
+                if cin:
+                    dst[k, 0] = cx
+                    dst[k, 1] = cy
+                    k += 1
+                px = cx
+                py = cy
+                pv = cv
+                pin = cin
+        src = dst
+        m = k
+    return src, m
 
 
 @njit(nogil=True, cache=True)
@@ -281,7 +269,11 @@ def clean_ring(c, m, w, h):
     nxt = np.empty(q, np.int64)
     for i in range(q):
         nxt[i] = i + 1 if i + 1 < q else 0
-    gone = np.zeros(q, np.bool_)
+    gone = np.empty(q, np.bool_)
+    seen = np.empty(q, np.bool_)
+    for i in range(q):
+        gone[i] = False
+        seen[i] = False
     for i in range(q):
         if line_of[i] == 0 or gone[i]:
             continue
@@ -300,10 +292,10 @@ def clean_ring(c, m, w, h):
                 break
     # 3. the pieces: the cycles of nxt, tidied, kept when they have an area
     out = np.empty((q, 2), np.float64)
-    offs = np.zeros(q + 1, np.int64)
+    offs = np.empty(q + 1, np.int64)
+    offs[0] = 0
     npieces = 0
     k_out = 0
-    seen = np.zeros(q, np.bool_)
     buf = np.empty((q, 2), np.float64)
     for s0 in range(q):
         if seen[s0]:
