@@ -21,8 +21,8 @@ them on tiny synthetic inputs with exactly the argument types the loader passes:
 
 :func:`loader_jobs` lists the jobs of a loader configuration; :func:`warm_up` runs them:
 in order in this process, and at the first compilation (Numba's ``numba:compile`` event,
-which a cache hit does not fire) it starts a helper process that takes jobs from the other
-end of the list. Each job is claimed by creating a file, so exactly one process runs it.
+which a cache hit does not fire) it starts a helper process, when a core is idle
+(:func:`spare_core`), that takes jobs from the other end of the list. Each job is claimed by creating a file, so exactly one process runs it.
 When this process finds the next job claimed, it waits for the helper, then runs the
 helper's jobs itself: Numba loads what the helper compiled from the cache. On a warm cache
 nothing compiles and no helper starts; a helper that fails or cannot start only costs
@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["geometry_job", "image_job", "target_job", "loader_jobs", "run_job", "warm_up",
-           "WarmupReport"]
+           "spare_core", "WarmupReport"]
 
 #: the target specs a job can rebuild in another process (the built-in ones)
 _SPEC_NAMES = ("CenterNetTarget", "MaskTarget", "FCOSTarget", "KeypointTarget")
@@ -251,13 +251,35 @@ def _run_logged(job: dict, report: WarmupReport) -> bool:
         return False
 
 
-def warm_up(jobs: Sequence[dict], helper: bool = True) -> WarmupReport:
+def spare_core() -> bool:
+    """Whether a helper process would find an idle core: at least 2 usable cores and a
+    1-minute load average (this process included) of at most their number minus one. On a
+    busy machine a helper only adds its start-up to the same CPU time (measured: 1 to 2 s
+    more for the default loader on 2 cores shared with two busy processes)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # (macOS)
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    try:
+        return os.getloadavg()[0] <= cores - 1
+    except OSError:  # no load average on this platform
+        return True
+
+
+def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport:
     """Run ``jobs`` (see the module docstring): in this process, with a helper process taking
-    jobs from the end of the list once this process has to compile (``helper=False``: never).
-    Jobs already run in this process are skipped. Returns a :class:`WarmupReport`; a job
-    that raises is listed in its ``errors``, not raised."""
+    jobs from the end of the list once this process has to compile. ``helper``: True: always;
+    False: never; None (the loader's choice): when :func:`spare_core` says a core is idle,
+    unless the environment variable ``FASTLOAD_WARMUP_HELPER`` is ``0`` (``1``: always).
+    Jobs already run in this process are skipped. Returns a :class:`WarmupReport`; a job that
+    raises is listed in its ``errors``, not raised."""
     from numba.core import event
 
+    if helper is None:
+        env = os.environ.get("FASTLOAD_WARMUP_HELPER", "").strip()
+        helper = env == "1" if env in ("0", "1") else None
     t0 = time.perf_counter()
     report = WarmupReport()
     with _LOCK:
@@ -270,8 +292,9 @@ def warm_up(jobs: Sequence[dict], helper: bool = True) -> WarmupReport:
         class _OnCompile(event.Listener):
             def on_start(self, ev):
                 state["compiles"] += 1
-                if helper and state["proc"] is None and len(todo) > 1:
-                    state["proc"] = _start_helper(folder) or False
+                if state["proc"] is None and len(todo) > 1:
+                    wanted = spare_core() if helper is None else helper
+                    state["proc"] = (wanted and _start_helper(folder)) or False
 
             def on_end(self, ev):
                 pass

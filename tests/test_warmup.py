@@ -84,7 +84,7 @@ from fastload.augment.config import AugmentConfig
 from fastload.targets.specs import DatasetInfo, resolve_targets
 from fastload.warmup import loader_jobs, warm_up
 specs = resolve_targets(["centernet"], DatasetInfo(num_classes=3))
-report = warm_up(loader_jobs(AugmentConfig(out_size=(64, 64)), specs))
+report = warm_up(loader_jobs(AugmentConfig(out_size=(64, 64)), specs), helper=True)
 print(json.dumps(dataclasses.asdict(report)))
 """
 

@@ -22,7 +22,7 @@ def _cmd_warmup(args) -> int:
     for d in dtypes:
         c = AugmentConfig.from_dict({**cfg.to_dict(), "dtype": d})
         jobs += loader_jobs(c, specs, cpu_images=not args.no_cpu_images)
-    report = warm_up(jobs, helper=not args.one_process)
+    report = warm_up(jobs, helper=False if args.one_process else None)
     done = report.here + report.by_helper
     print(f"warmup: {len(done)} job(s) ({', '.join(done) or 'all done already'}) in "
           f"{report.seconds:.1f} s; {report.compiled_here} Numba compilation(s) in this process"
@@ -46,5 +46,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-cpu-images", action="store_true",
                    help="skip the fused CPU image kernel (GPU-only use with DALI)")
     p.add_argument("--one-process", action="store_true",
-                   help="compile in this process only (no helper process)")
+                   help="compile in this process only (default: a helper process too when a "
+                        "core is idle; see fastload.warmup)")
     p.set_defaults(func=_cmd_warmup)
