@@ -17,7 +17,10 @@ them on tiny synthetic inputs with exactly the argument types the loader passes:
   the NumPy reference of the geometry, so this job compiles no geometry);
 - ``{"kind": "image", "config": AugmentConfig.to_dict()}``: the fused CPU kernel for the
   config's op set and output dtype, and the kernels its ops call (noise table, shadow
-  raster), on samples drawn until every op of the config has been on once.
+  raster), on samples drawn until every op of the config has been on once;
+- ``{"kind": "dali", "config": ..., "gpu": bool}``: what the DALI graph's external inputs
+  compute on the CPU (the shadow mask; the noise field when DALI runs on the CPU), on the
+  same samples.
 
 :func:`loader_jobs` lists the jobs of a loader configuration; :func:`warm_up` runs them:
 in order in this process, and at the first compilation (Numba's ``numba:compile`` event,
@@ -49,8 +52,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["geometry_job", "image_job", "target_job", "loader_jobs", "run_job", "warm_up",
-           "spare_core", "WarmupReport"]
+__all__ = ["geometry_job", "image_job", "dali_job", "target_job", "loader_jobs", "run_job",
+           "warm_up", "spare_core", "WarmupReport"]
 
 #: the target specs a job can rebuild in another process (the built-in ones)
 _SPEC_NAMES = ("CenterNetTarget", "MaskTarget", "FCOSTarget", "KeypointTarget")
@@ -107,14 +110,28 @@ def target_job(spec, out_size) -> Optional[dict]:
             "out_size": [int(out_size[0]), int(out_size[1])]}
 
 
-def loader_jobs(cfg, specs: Sequence = (), cpu_images: bool = True) -> List[dict]:
-    """The jobs of a loader with AugmentConfig ``cfg``, bound target ``specs`` and, when
-    ``cpu_images``, the CPU image backend: the geometry first and the image last, so that
-    this process and the helper start with the two biggest groups."""
+def dali_job(cfg, gpu: bool) -> dict:
+    """The CPU side of the DALI graph's inputs for AugmentConfig ``cfg`` (on a GPU or not)."""
+    return {"kind": "dali", "config": cfg.to_dict(), "gpu": bool(gpu)}
+
+
+#: what the image side of a loader compiles, by (backend, device type)
+_IMAGE_JOBS = {("cpu", "cpu"): lambda cfg: image_job(cfg), ("cpu", "cuda"): lambda cfg: image_job(cfg),
+               ("dali", "cpu"): lambda cfg: dali_job(cfg, False),
+               ("dali", "cuda"): lambda cfg: dali_job(cfg, True)}
+
+
+def loader_jobs(cfg, specs: Sequence = (), backend: Optional[str] = "cpu",
+                device_type: str = "cpu") -> List[dict]:
+    """The jobs of a loader with AugmentConfig ``cfg``, bound target ``specs`` and image
+    ``backend`` ("cpu", "dali"; another name or None: no image job) on ``device_type``:
+    the geometry first and the image last, so that this process and the helper start with
+    the two biggest groups."""
     jobs = [geometry_job()]
     jobs += [j for j in (target_job(s, cfg.out_size) for s in specs) if j is not None]
-    if cpu_images:
-        jobs.append(image_job(cfg))
+    make = _IMAGE_JOBS.get((backend, device_type))
+    if make is not None:
+        jobs.append(make(cfg))
     return jobs
 
 
@@ -174,29 +191,50 @@ def _run_target(job: dict) -> None:
     spec.fill(views, inst, out_size)
 
 
+def _samples(cfg, ops, h: int, w: int):
+    """Parameters for an (h, w) source, drawn until every op of ``ops`` has been on once
+    (the shadow is on for 30% of the samples by default): the first sample and each that
+    turns a new op on, at most 64 draws."""
+    from fastload.augment.params import sample_params
+    seen = set()
+    for index in range(64):
+        params = sample_params(cfg, 0, 0, index, h, w)
+        on = {op.name for op in ops if op.needed(params)}
+        if index == 0 or on - seen:
+            yield params
+            seen |= on
+        if len(seen) == len(ops):
+            return
+
+
 def _run_image(job: dict) -> None:
     from fastload.augment.config import AugmentConfig
     from fastload.augment.cpu import augment_image, kernel_ops
-    from fastload.augment.params import sample_params
     from fastload.dtypes import output_numpy_dtype
     cfg = AugmentConfig.from_dict(job["config"])
-    ops = kernel_ops(cfg)
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     out = np.empty((3,) + tuple(cfg.out_size), output_numpy_dtype(cfg.dtype))
     mask = np.empty(tuple(cfg.out_size), np.uint8)
-    seen = set()
-    for index in range(64):  # until every op of the config has been on once (shadow: 30%)
-        params = sample_params(cfg, 0, 0, index, img.shape[0], img.shape[1])
-        on = {op.name for op in ops if op.needed(params)}
-        if index == 0 or on - seen:
-            augment_image(img, params, cfg, out, mask)
-            seen |= on
-        if len(seen) == len(ops):
-            break
+    for params in _samples(cfg, kernel_ops(cfg), img.shape[0], img.shape[1]):
+        augment_image(img, params, cfg, out, mask)
 
 
-_RUNNERS = {"geometry": _run_geometry, "target": _run_target, "image": _run_image}
+def _run_dali(job: dict) -> None:
+    from fastload.augment.config import AugmentConfig
+    from fastload.augment.ops import PIXEL_OPS
+    cfg = AugmentConfig.from_dict(job["config"])
+    ops = [op for op in PIXEL_OPS if op.active(cfg)]  # the ops in the graph
+    for params in _samples(cfg, ops, 48, 64):
+        for op in ops:
+            for inp in op.dali_inputs:
+                if inp.batch_feed is None:
+                    inp.feed(params, cfg)
+                elif not job["gpu"]:  # (on a GPU it is made by torch, on the device)
+                    inp.batch_feed([params], cfg, None)
+
+
+_RUNNERS = {"geometry": _run_geometry, "target": _run_target, "image": _run_image,
+            "dali": _run_dali}
 
 
 def run_job(job: dict) -> None:

@@ -43,7 +43,7 @@ def signatures():
 cfg = AugmentConfig(out_size=(64, 64), **json.loads(sys.argv[1]))
 targets = [t if isinstance(t, str) else getattr(specs, t[0])(**t[1]) for t in json.loads(sys.argv[2])]
 loader = DataLoader(blob_dataset(8), batch_size=4, device="cpu", augment=cfg, targets=targets,
-                    num_threads=2)
+                    num_threads=2, backend=sys.argv[3])
 it = iter(loader)
 before = signatures()
 n = sum(1 for _ in it)
@@ -64,15 +64,18 @@ def _run(code, *args, env=None, timeout=900):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("config,targets", [
-    ({}, ["centernet"]),  # the defaults (shadow 30%, noise, hue, flip...)
+@pytest.mark.parametrize("config,targets,backend", [
+    ({}, ["centernet"], "cpu"),  # the defaults (shadow 30%, noise, hue, flip...)
     ({"dtype": "float16", "brightness": 0.2, "contrast": 0.2, "shadow_prob": 1.0},
-     ["masks", "fcos", "keypoints"]),
+     ["masks", "fcos", "keypoints"], "cpu"),
     ({"dtype": "uint8", "noise_sigma": [0.0, 0.0]}, [["MaskTarget", {"max_instances": 6}],
-                                              ["CenterNetTarget", {"radius": "corrected"}]]),
+                                              ["CenterNetTarget", {"radius": "corrected"}]], "cpu"),
+    ({"shadow_prob": 1.0}, ["centernet"], "dali"),  # DALI's CPU operators
 ])
-def test_first_iteration_compiles_everything_the_batches_use(config, targets):
-    res = _run(_LOADER_SCRIPT, json.dumps(config), json.dumps(targets))
+def test_first_iteration_compiles_everything_the_batches_use(config, targets, backend):
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali")
+    res = _run(_LOADER_SCRIPT, json.dumps(config), json.dumps(targets), backend)
     assert res["batches"] == 2 and res["kernels"] >= 5
     assert res["new"] == {}, f"compiled during the batches, not by the warm-up: {res['new']}"
     assert res["twins"] == {}, f"compiled once per constant argument: {res['twins']}"
@@ -116,7 +119,9 @@ def test_jobs_of_a_loader_configuration():
     assert jobs[1]["spec"] == "CenterNetTarget" and jobs[1]["fields"]["num_classes"] == 2
     assert jobs[1]["out_size"] == [64, 96] and jobs[3]["config"] == cfg.to_dict()
     assert target_job(specs[2], cfg.out_size) is None  # a user function: nothing to warm
-    assert [j["kind"] for j in loader_jobs(cfg, specs, cpu_images=False)] == \
+    assert loader_jobs(cfg, specs, "dali", "cuda")[-1] == {"kind": "dali", "gpu": True,
+                                                          "config": cfg.to_dict()}
+    assert [j["kind"] for j in loader_jobs(cfg, specs, "my-backend")] == \
         ["geometry", "target", "target"]
     json.dumps(jobs)  # what the helper process is given
     with pytest.raises(ValueError, match="unknown warm-up job"):

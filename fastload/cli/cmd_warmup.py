@@ -21,7 +21,7 @@ def _cmd_warmup(args) -> int:
     jobs = []
     for d in dtypes:
         c = AugmentConfig.from_dict({**cfg.to_dict(), "dtype": d})
-        jobs += loader_jobs(c, specs, cpu_images=not args.no_cpu_images)
+        jobs += loader_jobs(c, specs, backend=args.backend, device_type=args.device)
     report = warm_up(jobs, helper=False if args.one_process else None)
     done = report.here + report.by_helper
     print(f"warmup: {len(done)} job(s) ({', '.join(done) or 'all done already'}) in "
@@ -43,8 +43,10 @@ def add_parser(subparsers) -> None:
                         "'' for none)")
     p.add_argument("--dtypes", default=None, metavar="LIST",
                    help="comma-separated output dtypes (default: the config's)")
-    p.add_argument("--no-cpu-images", action="store_true",
-                   help="skip the fused CPU image kernel (GPU-only use with DALI)")
+    p.add_argument("--backend", default="cpu", choices=["cpu", "dali"],
+                   help="the loader's image backend (default: cpu, the fused kernel)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="the loader's device (with --backend dali: where DALI runs)")
     p.add_argument("--one-process", action="store_true",
                    help="compile in this process only (default: a helper process too when a "
                         "core is idle; see fastload.warmup)")

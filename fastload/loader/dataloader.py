@@ -284,7 +284,7 @@ class DataLoader:
                       "skipped_samples": []}
 
         # the kernels this configuration uses, compiled (or loaded) by the first iteration
-        self._warmup_jobs = loader_jobs(augment, self.targets, cpu_images=self.backend == "cpu")
+        self._warmup_jobs = loader_jobs(augment, self.targets, self.backend, self.device.type)
         builder = SampleBuilder(self.dataset, augment, self.targets, self.info)
         device_stage = DeviceStage(self.device, augment.dtype, augment.out_size, builder.fixed_shapes)
         ctx = BackendContext(augment, batch_size=self.batch_size, num_threads=self.num_threads,

@@ -47,7 +47,7 @@ class TorchDataset(torch.utils.data.Dataset):
         self._backend = None  # the "cpu" image backend, one per (forked) process
         self._pid = None
         # compile (or load) the kernels now, before torch's workers fork: they inherit them
-        warm_up(loader_jobs(self.augment, self.targets, cpu_images=True))
+        warm_up(loader_jobs(self.augment, self.targets, backend="cpu"))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
