@@ -16,5 +16,9 @@ COPY . .
 RUN python3 -m pip install torch --index-url https://download.pytorch.org/whl/cu130 \
  && python3 -m pip install 'setuptools>=61' wheel \
  && python3 -m pip install -e '.[dev]'
+# Compile fastload's Numba kernels into the image (Numba's cache beside the modules and
+# ~/.cache/fastload/kernels), so that a container's first batch does not wait for them. Numba
+# keys its cache on the CPU model: on a host with another CPU they are compiled again, once.
+RUN fastload warmup
 
 CMD ["fastload", "demo"]

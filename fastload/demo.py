@@ -5,8 +5,9 @@
 Writes ``DIR/src`` (COCO JSON + 640x480 JPEGs from :mod:`fastload.synth`), packs it
 into ``DIR/packed``, prints ``fastload info``, and iterates two epochs of
 ``fastload.DataLoader(DIR/packed, batch_size=8, device="cpu")``. On a fresh install the first
-epoch includes the one-time compilation of fastload's Numba kernels (cached beside the
-installed modules for later runs), so it is slow only then.
+epoch includes the one-time compilation of fastload's Numba kernels (Numba's on-disk cache
+keeps them for later runs; ``fastload warmup`` compiles them ahead of time), so it is slower
+only then.
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def run_demo(directory=None, n: int = 64, keypoints: bool = False, out=print) ->
         for batch in loader:
             n_img += int(batch["image"].shape[0])
         dt = time.perf_counter() - t0
-        note = (" (on a fresh install, this includes the one-time Numba compilation, "
-                "cached for later runs)" if epoch == 0 else "")
+        note = (" (on a fresh install, this includes compiling the Numba kernels once; "
+                "`fastload warmup` does it ahead of time)" if epoch == 0 else "")
         out(f"epoch {epoch}: {n_img} images in {dt:.2f} s, {n_img / max(dt, 1e-9):.0f} images/s, "
             f"batch image {tuple(batch['image'].shape)} {batch['image'].dtype}{note}")
     return 0

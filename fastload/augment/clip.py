@@ -29,55 +29,25 @@ so a pixel center is inside the pieces exactly when it was inside the ring.
 :func:`clip_polygon` (Numba) and :func:`clip_polygon_reference` (plain Python, the same
 rules written out with lists) return the pieces as a list of float64 (k, 2) arrays; the
 kernel of :mod:`fastload.augment.geometry` uses :func:`clip_rect` and :func:`clean_ring`.
+
+Compile time (these kernels are compiled on a fresh install before the first batch, see
+docs/cpu_backend.md): arrays are copied with loops, not slice assignment (Numba compiles a
+formatted shape-mismatch error for every ``a[i:j] = b``, seconds of compilation), sorted with
+``fastload.targets.raster.sort_inplace`` (not Numba's quicksort), and every helper is called
+with the same argument types everywhere (a constant argument compiles it once more).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from fastload.targets.raster import sort_inplace
+
 __all__ = ["clip_polygon", "clip_polygon_reference", "clip_rect", "clean_ring",
            "ring_area", "has_zero_width_border"]
 
 
 # ----------------------------------------------------------------------------- kernels
-@njit(nogil=True, cache=True)
-def _clip_half(src, m, dst, axis, bound, keep_ge):
-    """One Sutherland-Hodgman stage: keep the side coord[axis] >= bound (keep_ge) or <= bound.
-
-    ``src`` rows 0..m-1 are the input polygon; writes into ``dst`` (capacity >= 2*m);
-    returns the output vertex count. Intersection points get exactly ``bound``."""
-    if m == 0:
-        return 0
-    k = 0
-    px = src[m - 1, 0]
-    py = src[m - 1, 1]
-    pv = px if axis == 0 else py
-    pin = pv >= bound if keep_ge else pv <= bound
-    for i in range(m):
-        cx = src[i, 0]
-        cy = src[i, 1]
-        cv = cx if axis == 0 else cy
-        cin = cv >= bound if keep_ge else cv <= bound
-        if cin != pin:
-            t = (bound - pv) / (cv - pv)
-            if axis == 0:
-                dst[k, 0] = bound
-                dst[k, 1] = py + t * (cy - py)
-            else:
-                dst[k, 0] = px + t * (cx - px)
-                dst[k, 1] = bound
-            k += 1
-        if cin:
-            dst[k, 0] = cx
-            dst[k, 1] = cy
-            k += 1
-        px = cx
-        py = cy
-        pv = cv
-        pin = cin
-    return k
-
-
 @njit(nogil=True, cache=True)
 def ring_area(a, m):
     """|shoelace area| of ring ``a[:m]``."""
@@ -93,17 +63,46 @@ def clip_rect(poly, w, h):
     """Sutherland-Hodgman: float64 (m, 2) ``poly`` clipped to [0, w] x [0, h] as one ring
     (zero-width bridges and spikes included); returns (array, count)."""
     m = poly.shape[0]
-    a = np.empty((2 * m + 2, 2), np.float64)
-    a[:m] = poly
-    b = np.empty((4 * m + 4, 2), np.float64)
-    m = _clip_half(a, m, b, 0, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 0, w, False)
-    b = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(a, m, b, 1, 0.0, True)
-    a = np.empty((2 * m + 2, 2), np.float64)
-    m = _clip_half(b, m, a, 1, h, False)
-    return a, m
+    src = np.empty((2 * m + 2, 2), np.float64)
+    for i in range(m):
+        src[i, 0] = poly[i, 0]
+        src[i, 1] = poly[i, 1]
+    for stage in range(4):  # keep x >= 0, x <= w, y >= 0, y <= h
+        axis = stage // 2
+        keep_ge = stage % 2 == 0
+        bound = 0.0 if keep_ge else (w if axis == 0 else h)
+        dst = np.empty((2 * m + 2, 2), np.float64)  # a stage at most doubles the count
+        k = 0
+        if m > 0:
+            px = src[m - 1, 0]
+            py = src[m - 1, 1]
+            pv = px if axis == 0 else py
+            pin = pv >= bound if keep_ge else pv <= bound
+            for i in range(m):
+                cx = src[i, 0]
+                cy = src[i, 1]
+                cv = cx if axis == 0 else cy
+                cin = cv >= bound if keep_ge else cv <= bound
+                if cin != pin:  # intersection points get exactly the bound
+                    t = (bound - pv) / (cv - pv)
+                    if axis == 0:
+                        dst[k, 0] = bound
+                        dst[k, 1] = py + t * (cy - py)
+                    else:
+                        dst[k, 0] = px + t * (cx - px)
+                        dst[k, 1] = bound
+                    k += 1
+                if cin:
+                    dst[k, 0] = cx
+                    dst[k, 1] = cy
+                    k += 1
+                px = cx
+                py = cy
+                pv = cv
+                pin = cin
+        src = dst
+        m = k
+    return src, m
 
 
 @njit(nogil=True, cache=True)
@@ -219,7 +218,9 @@ def clean_ring(c, m, w, h):
     pieces, each with >= 3 vertices and a positive area, in the order of their first vertex
     in the ring."""
     d = np.empty((m, 2), np.float64)
-    d[:m] = c[:m]
+    for i in range(m):
+        d[i, 0] = c[i, 0]
+        d[i, 1] = c[i, 1]
     n = _drop_repeats(d, m)
     # 1. split every border edge at the border vertices of its line strictly inside it
     lines = np.empty(n, np.int64)
@@ -254,9 +255,9 @@ def clean_ring(c, m, w, h):
                 nt += 1
         if nt == 0:
             continue
-        s = np.sort(ts[:nt])
+        sort_inplace(ts[:nt])
         for r in range(nt):
-            v = s[r] if a1 > a0 else s[nt - 1 - r]
+            v = ts[r] if a1 > a0 else ts[nt - 1 - r]
             if r > 0 and v == pts[q - 1, t]:
                 continue  # a border vertex visited twice
             pts[q, 0] = d[i, 0]
@@ -268,7 +269,11 @@ def clean_ring(c, m, w, h):
     nxt = np.empty(q, np.int64)
     for i in range(q):
         nxt[i] = i + 1 if i + 1 < q else 0
-    gone = np.zeros(q, np.bool_)
+    gone = np.empty(q, np.bool_)
+    seen = np.empty(q, np.bool_)
+    for i in range(q):
+        gone[i] = False
+        seen[i] = False
     for i in range(q):
         if line_of[i] == 0 or gone[i]:
             continue
@@ -287,10 +292,10 @@ def clean_ring(c, m, w, h):
                 break
     # 3. the pieces: the cycles of nxt, tidied, kept when they have an area
     out = np.empty((q, 2), np.float64)
-    offs = np.zeros(q + 1, np.int64)
+    offs = np.empty(q + 1, np.int64)
+    offs[0] = 0
     npieces = 0
     k_out = 0
-    seen = np.zeros(q, np.bool_)
     buf = np.empty((q, 2), np.float64)
     for s0 in range(q):
         if seen[s0]:
@@ -307,7 +312,9 @@ def clean_ring(c, m, w, h):
         nb = _drop_straight_border_vertices(buf, nb, w, h)
         if nb < 3 or ring_area(buf, nb) <= 0.0:
             continue
-        out[k_out:k_out + nb] = buf[:nb]
+        for i in range(nb):
+            out[k_out + i, 0] = buf[i, 0]
+            out[k_out + i, 1] = buf[i, 1]
         k_out += nb
         npieces += 1
         offs[npieces] = k_out

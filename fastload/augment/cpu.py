@@ -106,8 +106,8 @@ def augment_image(image_hwc_uint8: np.ndarray, params, cfg: AugmentConfig,
             raise ValueError(f"{name}: {e}") from None
     scale, offset = norm_consts(cfg)
     kind, dst = output_target(out_chw, cfg)
-    fused_kernel(ops)(img, minv, float(cfg.pad_value), kind, dst, scale, offset,
-                      np.zeros(1, np.float32), *args)
+    fused_kernel(ops, kind)(img, minv, float(cfg.pad_value), dst, scale, offset,
+                            np.zeros(1, np.float32), *args)
     return out_chw
 
 

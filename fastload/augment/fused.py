@@ -1,9 +1,11 @@
 """The fused CPU kernel, generated from the op table: one pass over the output pixels.
 
-For a set of pixel ops (those a config turns on), :func:`fused_kernel` writes the source of
+For a set of pixel ops (those a config turns on) and an output kind (float32, float16,
+uint8: ``fastload.augment.output.output_target``), :func:`fused_kernel` writes the source of
 one ``@njit(nogil=True, cache=True)`` kernel: per output pixel (row ``i``, col ``j``) the
 warp (``fastload.augment.warp.bilinear_rgb``), then each op's ``pixel`` function in table
-order, then clamp + normalize + store (``fastload.augment.output.store_rgb``). Fusion is the
+order, then clamp + normalize + store for that kind (``fastload.augment.output.STORES``): the
+kernel holds only what the configuration uses, which is what it costs to compile. Fusion is the
 speed: one read of the source taps and one write per output value, no intermediate images.
 The stages are pasted into the loop as source (``fastload.augment.splice``): Numba's own
 inlining of the same functions computes the same values (tested) but made the kernel 2-4x
@@ -13,14 +15,15 @@ The source goes to ``$FASTLOAD_CACHE/kernels/fused_<hash>.py`` (default
 ``~/.cache/fastload``; a temporary directory when that is not writable) and is imported
 from there, so Numba's on-disk cache (``cache=True``) works and a second process loads the
 compiled kernel instead of compiling it. Numba's cache only checks the kernel's own file,
-not the functions it calls, so ``<hash>`` covers the generated source (hence the op set)
+not the functions it calls, so ``<hash>`` covers the generated source (hence the op set and kind)
 AND the source of every module of ``fastload.augment``: changing any op (or the warp, the
 output stage, the noise generator) gives a new file and a fresh compile. Files are written
 once (atomically) and never rewritten; stale ones are harmless (delete the folder to
 clean up).
 
-Kernel arguments: ``(img, minv, pad, kind, out, scale, offset, f32buf)`` then each op's
-``kernel_args`` (prefixed with the op's name), in table order.
+Kernel arguments: ``(img, minv, pad, out, scale, offset, f32buf)`` then each op's
+``kernel_args`` (prefixed with the op's name), in table order (``f32buf``: a (1,) float32
+scratch, used by the float16 store only).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from typing import Dict, List, Sequence, Tuple
 import numba
 
 from fastload.augment.ops.base import Op
-from fastload.augment.output import store_rgb
+from fastload.augment.output import OUT_F16, STORES
 from fastload.augment.splice import splice
 from fastload.augment.warp import bilinear_rgb
 
@@ -49,7 +52,7 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def fused(img, minv, pad, kind, out, scale, offset, f32buf{args}):
+def fused(img, minv, pad, out, scale, offset, f32buf{args}):
     h = img.shape[0]
     w = img.shape[1]
     H = out.shape[1]
@@ -60,8 +63,7 @@ def fused(img, minv, pad, kind, out, scale, offset, f32buf{args}):
     a10 = minv[1, 0]
     a11 = minv[1, 1]
     a12 = minv[1, 2]
-    f32bits = f32buf.view(np.uint32)
-    s0 = scale[0]
+{preamble}    s0 = scale[0]
     s1 = scale[1]
     s2 = scale[2]
     o0 = offset[0]
@@ -81,7 +83,7 @@ _PER_PIXEL = {"r", "g", "b", "sx", "sy"}
 _INDENT = " " * 12
 
 _LOCK = threading.Lock()
-_KERNELS: Dict[Tuple[str, ...], object] = {}
+_KERNELS: Dict[Tuple, object] = {}
 _SOURCE_DIGEST = []
 
 
@@ -101,10 +103,13 @@ def cache_dir() -> Path:
                   f"temporary directory); set FASTLOAD_CACHE")
 
 
-def kernel_source(ops: Sequence[Op], spliced: bool = True) -> str:
-    """The Python source of the fused kernel for ``ops`` (pixel ops, in table order).
+def kernel_source(ops: Sequence[Op], kind: int, spliced: bool = True) -> str:
+    """The Python source of the fused kernel for ``ops`` (pixel ops, in table order) writing
+    output ``kind`` (``fastload.augment.output.OUT_F32`` / ``OUT_F16`` / ``OUT_U8``).
     ``spliced=False`` calls the stage functions instead of pasting them (Numba inlines
     them itself: same values, slower; for the tests)."""
+    if kind not in STORES:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(STORES)}")
     imports: Dict[str, str] = {}
     args: List[str] = []
     stages = [("warp", bilinear_rgb, ["img", "h", "w", "sx", "sy", "pad"], ["r", "g", "b"])]
@@ -112,8 +117,8 @@ def kernel_source(ops: Sequence[Op], spliced: bool = True) -> str:
         names = [f"{op.name}_{a}" for a in op.kernel_args]
         args += names
         stages.append((op.name, op.pixel, ["r", "g", "b", "i", "j"] + names, ["r", "g", "b"]))
-    stages.append(("store", store_rgb, ["out", "i", "j", "r", "g", "b", "kind", "s0", "s1", "s2",
-                                        "o0", "o1", "o2", "f32buf", "f32bits"], []))
+    store, store_args = STORES[kind]
+    stages.append(("store", store, list(store_args), []))
     body: List[str] = []
     for prefix, func, call_args, outputs in stages:
         body.append(f"# ---- {prefix}")
@@ -124,9 +129,10 @@ def kernel_source(ops: Sequence[Op], spliced: bool = True) -> str:
             imports[f"{prefix}__call"] = f"from {py.__module__} import {py.__name__} as {prefix}__call"
             call = f"{prefix}__call({', '.join(call_args)})"
             body.append(f"{', '.join(outputs)} = {call}" if outputs else call)
+    preamble = "    f32bits = f32buf.view(np.uint32)\n" if kind == OUT_F16 else ""
     return _TEMPLATE.format(names=", ".join(op.name for op in ops) or "none",
                             imports="\n".join(imports[k] for k in sorted(imports)),
-                            args="".join(f", {a}" for a in args),
+                            args="".join(f", {a}" for a in args), preamble=preamble,
                             body="\n".join(_INDENT + ln for ln in body))
 
 
@@ -162,16 +168,17 @@ def _write_once(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def fused_kernel(ops: Sequence[Op], spliced: bool = True):
-    """The compiled (on first call) fused kernel for the pixel ops ``ops`` (table order)."""
-    key = tuple(op.name for op in ops) + (("spliced",) if spliced else ("called",))
+def fused_kernel(ops: Sequence[Op], kind: int, spliced: bool = True):
+    """The compiled (on first call) fused kernel for the pixel ops ``ops`` (table order) and
+    output ``kind`` (``fastload.augment.output.output_target``)."""
+    key = (tuple(op.name for op in ops), int(kind), spliced)
     kernel = _KERNELS.get(key)
     if kernel is not None:
         return kernel
     with _LOCK:
         kernel = _KERNELS.get(key)
         if kernel is None:
-            source = kernel_source(ops, spliced)
+            source = kernel_source(ops, kind, spliced)
             digest = hashlib.sha256(_package_digest() + source.encode()
                                     + numba.__version__.encode()).hexdigest()[:20]
             path = cache_dir() / f"fused_{digest}.py"

@@ -91,7 +91,7 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
     n_inst = inst_parts.shape[0] - 1
     cap = 2 * points.shape[0] + 16
     out = np.empty((cap, 2), np.float32)
-    q = 0
+    q = np.int64(0)  # typed, not the literal 0: vertex_box(out, q_start, q) compiles once
     n_parts_total = inst_parts[n_inst] if n_inst > 0 else 0
     out_poff = np.empty(n_parts_total + 1, np.int32)
     out_poff[0] = 0
@@ -149,7 +149,9 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
                     if q + pn > cap:
                         cap = 2 * (q + pn)
                         grown = np.empty((cap, 2), np.float32)
-                        grown[:q] = out[:q]
+                        for i in range(q):  # (loops, not slice assignment: see clip.py)
+                            grown[i, 0] = out[i, 0]
+                            grown[i, 1] = out[i, 1]
                         out = grown
                     for i in range(pn):
                         out[q + i, 0] = np.float32(piece[i, 0])
@@ -158,7 +160,8 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
                     np_out += 1
                     if np_out >= out_poff.shape[0]:
                         more = np.empty(2 * out_poff.shape[0], np.int32)
-                        more[:np_out] = out_poff[:np_out]
+                        for i in range(np_out):
+                            more[i] = out_poff[i]
                         out_poff = more
                     out_poff[np_out] = q
             if q > q_start:  # float32 rounding is monotonic: same box as in float64
@@ -175,7 +178,7 @@ def _transform_clip_kernel(points, part_offsets, inst_parts, bboxes, flags, mat,
             for i in range(4):
                 poly[i, 0] = m00 * cx[i] + m01 * cy[i] + m02
                 poly[i, 1] = m10 * cx[i] + m11 * cy[i] + m12
-            area_t = ring_area(poly, 4)
+            area_t = ring_area(poly, poly.shape[0])  # (a constant 4 compiles it once more)
             c, mc = clip_rect(poly, w, h)  # convex: no zero-width border edges
             if mc >= 3:
                 area_v = ring_area(c, mc)

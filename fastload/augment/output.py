@@ -7,8 +7,11 @@ conversion into a uint16 view, because Numba has no float16; equal to NumPy's ca
 uint8: no normalize, rounded (``floor(v + .5)``). bfloat16 is not a NumPy dtype: the
 kernel writes float32 and torch converts (``.to(torch.bfloat16)``).
 
-:func:`store_rgb` is the fused kernel's piece (Numba, inlined); :func:`output_reference`
-the NumPy version.
+:data:`STORES` holds the fused kernel's piece for each output kind (Numba functions
+:func:`store_float32`, :func:`store_float16`, :func:`store_uint8`, pasted into the kernel);
+:func:`output_reference` is the NumPy version. One store per kind, not one function that
+branches on the kind: a kernel holds only the path its dtype takes (the float16 conversion
+and the branches on the kind made a float32 kernel a third slower to compile and to run).
 """
 from __future__ import annotations
 
@@ -46,31 +49,52 @@ def f32bits_to_f16bits(f, v):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def store_rgb(out, i, j, r, g, b, kind, s0, s1, s2, o0, o1, o2, f32buf, f32bits):
-    """Clamp (r, g, b) to [0, 255] and write pixel (i, j) of CHW ``out`` for output
-    ``kind`` (OUT_F32 / OUT_F16: ``out`` is the uint16 view / OUT_U8). ``f32buf`` is a
-    (1,) float32 scratch and ``f32bits`` its uint32 view (float16 bit conversion)."""
+def store_float32(out, i, j, r, g, b, s0, s1, s2, o0, o1, o2):
+    """Clamp (r, g, b) to [0, 255], normalize, write pixel (i, j) of float32 CHW ``out``."""
     r = min(max(r, 0.0), 255.0)
     g = min(max(g, 0.0), 255.0)
     b = min(max(b, 0.0), 255.0)
-    if kind == 2:
-        out[0, i, j] = int(r + 0.5)
-        out[1, i, j] = int(g + 0.5)
-        out[2, i, j] = int(b + 0.5)
-    elif kind == 0:
-        out[0, i, j] = np.float32(r) * s0 + o0
-        out[1, i, j] = np.float32(g) * s1 + o1
-        out[2, i, j] = np.float32(b) * s2 + o2
-    else:
-        v = np.float32(r) * s0 + o0
-        f32buf[0] = v
-        out[0, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
-        v = np.float32(g) * s1 + o1
-        f32buf[0] = v
-        out[1, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
-        v = np.float32(b) * s2 + o2
-        f32buf[0] = v
-        out[2, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
+    out[0, i, j] = np.float32(r) * s0 + o0
+    out[1, i, j] = np.float32(g) * s1 + o1
+    out[2, i, j] = np.float32(b) * s2 + o2
+
+
+@njit(nogil=True, cache=True, inline="always")
+def store_float16(out, i, j, r, g, b, s0, s1, s2, o0, o1, o2, f32buf, f32bits):
+    """Clamp, normalize in float32, write pixel (i, j) as float16 bits into the uint16 view
+    ``out``; ``f32buf`` is a (1,) float32 scratch and ``f32bits`` its uint32 view."""
+    r = min(max(r, 0.0), 255.0)
+    g = min(max(g, 0.0), 255.0)
+    b = min(max(b, 0.0), 255.0)
+    v = np.float32(r) * s0 + o0
+    f32buf[0] = v
+    out[0, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
+    v = np.float32(g) * s1 + o1
+    f32buf[0] = v
+    out[1, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
+    v = np.float32(b) * s2 + o2
+    f32buf[0] = v
+    out[2, i, j] = f32bits_to_f16bits(np.int64(f32bits[0]), float(v))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def store_uint8(out, i, j, r, g, b):
+    """Clamp (r, g, b) to [0, 255] and write pixel (i, j) of uint8 CHW ``out``, rounded."""
+    r = min(max(r, 0.0), 255.0)
+    g = min(max(g, 0.0), 255.0)
+    b = min(max(b, 0.0), 255.0)
+    out[0, i, j] = int(r + 0.5)
+    out[1, i, j] = int(g + 0.5)
+    out[2, i, j] = int(b + 0.5)
+
+
+#: output kind -> (the store function, the fused kernel's variables it takes)
+STORES = {
+    OUT_F32: (store_float32, ("out", "i", "j", "r", "g", "b", "s0", "s1", "s2", "o0", "o1", "o2")),
+    OUT_F16: (store_float16, ("out", "i", "j", "r", "g", "b", "s0", "s1", "s2", "o0", "o1", "o2",
+                              "f32buf", "f32bits")),
+    OUT_U8: (store_uint8, ("out", "i", "j", "r", "g", "b")),
+}
 
 
 def norm_consts(cfg):

@@ -25,7 +25,7 @@ import sys
 from fastload.optional import MissingDependency
 
 #: command modules, in the order ``fastload --help`` lists them
-COMMANDS = ["pack", "info", "verify", "inspect", "bench", "demo"]
+COMMANDS = ["pack", "info", "verify", "inspect", "bench", "demo", "warmup"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ import torch
 
 from fastload.augment.config import AugmentConfig
 from fastload.targets.specs import resolve_targets
+from fastload.warmup import loader_jobs, warm_up
 
 from .backends import BackendContext, check_backend, default_backend
 from .device import DeviceStage
@@ -282,6 +283,8 @@ class DataLoader:
         self.stats = {"batches": 0, "samples": 0, "skipped": 0, "skipped_batches": 0,
                       "skipped_samples": []}
 
+        # the kernels this configuration uses, compiled (or loaded) by the first iteration
+        self._warmup_jobs = loader_jobs(augment, self.targets, self.backend, self.device.type)
         builder = SampleBuilder(self.dataset, augment, self.targets, self.info)
         # host arrays alive at once: the queue, the batch being built, one started ahead, the
         # loop's current and previous batch; recycled on the CPU once the loop drops them
@@ -358,6 +361,7 @@ class DataLoader:
 
     def __iter__(self) -> _EpochIterator:
         resources = self._live_resources()
+        warm_up(self._warmup_jobs)  # once per process; see fastload.warmup
         start = self._resume
         producer = resources.start(self._plan, start, self.prefetch, wait_s=self.timeout or None)
         self._resume, self._consumed = 0, start

@@ -9,6 +9,7 @@ import torch.utils.data
 
 from fastload.augment.config import AugmentConfig
 from fastload.targets.specs import resolve_targets
+from fastload.warmup import loader_jobs, warm_up
 
 from .backends import BackendContext, create_backend
 from .device import DeviceStage, image_tensor
@@ -29,6 +30,8 @@ class TorchDataset(torch.utils.data.Dataset):
     the instance keys vary in size and need :func:`collate`; the other keys alone would
     stack with ``default_collate``. With ``num_workers > 0`` each worker calls
     ``set_epoch`` only if you do it before the workers start (``persistent_workers=False``).
+    Constructing it compiles (or loads from Numba's cache) the kernels it uses
+    (:mod:`fastload.warmup`), so that worker processes inherit them instead of each compiling.
     """
 
     def __init__(self, dataset, augment: Optional[AugmentConfig] = None, targets=(), seed: int = 0):
@@ -43,6 +46,8 @@ class TorchDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self._backend = None  # the "cpu" image backend, one per (forked) process
         self._pid = None
+        # compile (or load) the kernels now, before torch's workers fork: they inherit them
+        warm_up(loader_jobs(self.augment, self.targets, backend="cpu"))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -72,3 +72,17 @@ def test_bad_input(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         semantic_mask(**args)
+
+
+def test_sort_inplace_equals_numpy_sort():
+    """The scanline's sort (a Shell sort, not Numba's quicksort: see raster.sort_inplace)
+    against np.sort: sizes 0..70 and 500, duplicates, negative values; only the view is
+    touched."""
+    from fastload.targets.raster import sort_inplace
+    rng = np.random.default_rng(7)
+    for n in list(range(71)) + [500]:
+        for vals in (rng.normal(0, 100, n), rng.integers(-3, 4, n).astype(np.float64)):
+            buf = np.concatenate([vals, [1e300, -1e300]])
+            sort_inplace(buf[:n])
+            assert buf[:n].tobytes() == np.sort(vals).tobytes()
+            assert buf[n] == 1e300 and buf[n + 1] == -1e300
