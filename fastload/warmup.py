@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -324,13 +325,17 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
         todo = list({_key(j): j for j in jobs if _key(j) not in _DONE}.values())
         if not todo:
             return report
-        folder = Path(tempfile.mkdtemp(prefix="fastload-warmup-"))
+        try:  # the helper's job list and the claims
+            folder: Optional[Path] = Path(tempfile.mkdtemp(prefix="fastload-warmup-"))
+            (folder / "jobs.json").write_text(json.dumps(todo))
+        except OSError:  # no temporary folder: no helper
+            folder = None
         state: Dict[str, object] = {"proc": None, "compiles": 0}
 
         class _OnCompile(event.Listener):
             def on_start(self, ev):
                 state["compiles"] += 1
-                if state["proc"] is None and len(todo) > 1:
+                if state["proc"] is None and folder is not None and len(todo) > 1:
                     wanted = spare_core() if helper is None else helper
                     state["proc"] = (wanted and _start_helper(folder)) or False
 
@@ -338,12 +343,10 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
                 pass
 
         ok, theirs = [], []  # ok: keys of the jobs that ran without an error
-        proc = None
         try:
-            (folder / "jobs.json").write_text(json.dumps(todo))
             with event.install_listener("numba:compile", _OnCompile()):
                 for i, job in enumerate(todo):
-                    if _claim(folder, i):
+                    if folder is None or _claim(folder, i):
                         if _run_logged(job, report):
                             ok.append(_key(job))
                         report.here.append(job["kind"])
@@ -368,11 +371,11 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
             report.compiled_after_helper = report.compiled_here - before_theirs
             _DONE.update(ok)
         finally:
-            if proc is not None and proc.poll() is None:
+            proc = state["proc"] or None
+            if proc is not None and proc.poll() is None:  # (interrupted)
                 proc.kill()
                 proc.wait()
-            for p in folder.iterdir():
-                p.unlink()
-            folder.rmdir()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
