@@ -25,11 +25,12 @@ them on tiny synthetic inputs with exactly the argument types the loader passes:
 :func:`loader_jobs` lists the jobs of a loader configuration; :func:`warm_up` runs them:
 in order in this process, and at the first compilation (Numba's ``numba:compile`` event,
 which a cache hit does not fire) it starts a helper process, when a core is idle
-(:func:`spare_core`), that takes jobs from the other end of the list. Each job is claimed by creating a file, so exactly one process runs it.
-When this process finds the next job claimed, it waits for the helper, then runs the
-helper's jobs itself: Numba loads what the helper compiled from the cache. On a warm cache
-nothing compiles and no helper starts; a helper that fails or cannot start only costs
-time (this process compiles what is missing). Jobs already run in this process are skipped.
+(:func:`spare_core`), that takes jobs from the other end of the list. Each job is claimed
+by creating a file, so exactly one process runs it. When this process finds the next job
+claimed, it waits for the helper, then runs the helper's jobs itself: Numba loads what the
+helper compiled from the cache. On a warm cache nothing compiles and no helper starts; a
+helper that fails or cannot start only costs time (this process compiles what is missing).
+Jobs already run in this process are skipped.
 
 The loader warms up at its first iteration (``DataLoader.__iter__``, in the calling thread,
 so no kernel is still compiling in a background thread when that returns), ``TorchDataset``
@@ -79,8 +80,8 @@ class WarmupReport:
     the jobs that failed (``(kind, error)``; the loader goes on: a real failure shows up,
     attributed to its sample, when the batch runs the same code), the Numba compilations in
     this process and, of those, the ones while running the helper's jobs (0 when Numba
-    found everything the helper compiled in the cache), the helper's exit status (None: no helper) and the end of its output
-    when that is not 0, and the seconds it took."""
+    found everything the helper compiled in the cache), the helper's exit status (None: no
+    helper) and the end of its output when that is not 0, and the seconds it took."""
     here: List[str] = field(default_factory=list)
     by_helper: List[str] = field(default_factory=list)
     errors: List[tuple] = field(default_factory=list)
@@ -117,7 +118,7 @@ def dali_job(cfg, gpu: bool) -> dict:
 
 
 #: what the image side of a loader compiles, by (backend, device type)
-_IMAGE_JOBS = {("cpu", "cpu"): lambda cfg: image_job(cfg), ("cpu", "cuda"): lambda cfg: image_job(cfg),
+_IMAGE_JOBS = {("cpu", "cpu"): image_job, ("cpu", "cuda"): image_job,
                ("dali", "cpu"): lambda cfg: dali_job(cfg, False),
                ("dali", "cuda"): lambda cfg: dali_job(cfg, True)}
 
@@ -360,7 +361,8 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
                     proc.kill()
                     report.helper_returncode = proc.wait()
                 if report.helper_returncode != 0:
-                    report.helper_output = (folder / "helper.log").read_text(errors="replace")[-2000:]
+                    log = (folder / "helper.log").read_text(errors="replace")
+                    report.helper_output = log[-2000:]
             before_theirs = int(state["compiles"])
             with event.install_listener("numba:compile", _OnCompile()):
                 for job in theirs:  # loaded from the cache the helper wrote (or compiled)
