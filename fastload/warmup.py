@@ -25,11 +25,12 @@ them on tiny synthetic inputs with exactly the argument types the loader passes:
 :func:`loader_jobs` lists the jobs of a loader configuration; :func:`warm_up` runs them:
 in order in this process, and at the first compilation (Numba's ``numba:compile`` event,
 which a cache hit does not fire) it starts a helper process, when a core is idle
-(:func:`spare_core`), that takes jobs from the other end of the list. Each job is claimed by creating a file, so exactly one process runs it.
-When this process finds the next job claimed, it waits for the helper, then runs the
-helper's jobs itself: Numba loads what the helper compiled from the cache. On a warm cache
-nothing compiles and no helper starts; a helper that fails or cannot start only costs
-time (this process compiles what is missing). Jobs already run in this process are skipped.
+(:func:`spare_core`), that takes jobs from the other end of the list. Each job is claimed
+by creating a file, so exactly one process runs it. When this process finds the next job
+claimed, it waits for the helper, then runs the helper's jobs itself: Numba loads what the
+helper compiled from the cache. On a warm cache nothing compiles and no helper starts; a
+helper that fails or cannot start only costs time (this process compiles what is missing).
+Jobs already run in this process are skipped.
 
 The loader warms up at its first iteration (``DataLoader.__iter__``, in the calling thread,
 so no kernel is still compiling in a background thread when that returns), ``TorchDataset``
@@ -41,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,8 +80,8 @@ class WarmupReport:
     the jobs that failed (``(kind, error)``; the loader goes on: a real failure shows up,
     attributed to its sample, when the batch runs the same code), the Numba compilations in
     this process and, of those, the ones while running the helper's jobs (0 when Numba
-    found everything the helper compiled in the cache), the helper's exit status (None: no helper) and the end of its output
-    when that is not 0, and the seconds it took."""
+    found everything the helper compiled in the cache), the helper's exit status (None: no
+    helper) and the end of its output when that is not 0, and the seconds it took."""
     here: List[str] = field(default_factory=list)
     by_helper: List[str] = field(default_factory=list)
     errors: List[tuple] = field(default_factory=list)
@@ -116,7 +118,7 @@ def dali_job(cfg, gpu: bool) -> dict:
 
 
 #: what the image side of a loader compiles, by (backend, device type)
-_IMAGE_JOBS = {("cpu", "cpu"): lambda cfg: image_job(cfg), ("cpu", "cuda"): lambda cfg: image_job(cfg),
+_IMAGE_JOBS = {("cpu", "cpu"): image_job, ("cpu", "cuda"): image_job,
                ("dali", "cpu"): lambda cfg: dali_job(cfg, False),
                ("dali", "cuda"): lambda cfg: dali_job(cfg, True)}
 
@@ -324,13 +326,17 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
         todo = list({_key(j): j for j in jobs if _key(j) not in _DONE}.values())
         if not todo:
             return report
-        folder = Path(tempfile.mkdtemp(prefix="fastload-warmup-"))
+        try:  # the helper's job list and the claims
+            folder: Optional[Path] = Path(tempfile.mkdtemp(prefix="fastload-warmup-"))
+            (folder / "jobs.json").write_text(json.dumps(todo))
+        except OSError:  # no temporary folder: no helper
+            folder = None
         state: Dict[str, object] = {"proc": None, "compiles": 0}
 
         class _OnCompile(event.Listener):
             def on_start(self, ev):
                 state["compiles"] += 1
-                if state["proc"] is None and len(todo) > 1:
+                if state["proc"] is None and folder is not None and len(todo) > 1:
                     wanted = spare_core() if helper is None else helper
                     state["proc"] = (wanted and _start_helper(folder)) or False
 
@@ -338,12 +344,10 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
                 pass
 
         ok, theirs = [], []  # ok: keys of the jobs that ran without an error
-        proc = None
         try:
-            (folder / "jobs.json").write_text(json.dumps(todo))
             with event.install_listener("numba:compile", _OnCompile()):
                 for i, job in enumerate(todo):
-                    if _claim(folder, i):
+                    if folder is None or _claim(folder, i):
                         if _run_logged(job, report):
                             ok.append(_key(job))
                         report.here.append(job["kind"])
@@ -357,7 +361,8 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
                     proc.kill()
                     report.helper_returncode = proc.wait()
                 if report.helper_returncode != 0:
-                    report.helper_output = (folder / "helper.log").read_text(errors="replace")[-2000:]
+                    log = (folder / "helper.log").read_text(errors="replace")
+                    report.helper_output = log[-2000:]
             before_theirs = int(state["compiles"])
             with event.install_listener("numba:compile", _OnCompile()):
                 for job in theirs:  # loaded from the cache the helper wrote (or compiled)
@@ -368,11 +373,11 @@ def warm_up(jobs: Sequence[dict], helper: Optional[bool] = None) -> WarmupReport
             report.compiled_after_helper = report.compiled_here - before_theirs
             _DONE.update(ok)
         finally:
-            if proc is not None and proc.poll() is None:
+            proc = state["proc"] or None
+            if proc is not None and proc.poll() is None:  # (interrupted)
                 proc.kill()
                 proc.wait()
-            for p in folder.iterdir():
-                p.unlink()
-            folder.rmdir()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report

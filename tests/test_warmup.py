@@ -41,7 +41,8 @@ def signatures():
     return {k: {str(s) for s in d.signatures} for k, d in dispatchers().items()}
 
 cfg = AugmentConfig(out_size=(64, 64), **json.loads(sys.argv[1]))
-targets = [t if isinstance(t, str) else getattr(specs, t[0])(**t[1]) for t in json.loads(sys.argv[2])]
+targets = [t if isinstance(t, str) else getattr(specs, t[0])(**t[1])
+           for t in json.loads(sys.argv[2])]
 loader = DataLoader(blob_dataset(8), batch_size=4, device="cpu", augment=cfg, targets=targets,
                     num_threads=2, backend=sys.argv[3])
 it = iter(loader)

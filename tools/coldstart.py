@@ -120,7 +120,8 @@ def _make_pack(folder: Path) -> Path:
         return packed
     code = ("from fastload.synth import write_dataset; from fastload.packing import pack; "
             f"write_dataset({str(folder / 'src')!r}, 'coco', n_images=64); "
-            f"pack({str(folder / 'src')!r}, {str(packed)!r}, 'coco', overwrite=True, progress=False)")
+            f"pack({str(folder / 'src')!r}, {str(packed)!r}, 'coco', overwrite=True, "
+            "progress=False)")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(folder / "numba"), FASTLOAD_CACHE=str(folder / "fl"),
                PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
