@@ -195,3 +195,13 @@ def test_a_record_without_instances():
     s = ds[0]
     assert s["image"].shape == (3, 32, 32) and s["boxes"].shape == (0, 4)
     assert s["labels"].shape == (0,) and int(s["reg_mask"].sum()) == 0 and s["hm"].max() == 0
+
+
+def test_loader_passes_pin_memory():
+    """``pin_memory`` reaches torch's DataLoader (a GPU training loop asks for it); off by
+    default, as the bench measures on the host."""
+    one = blob_dataset(1, seed=0, width=96, height=72, keypoints=False)
+    cfg = AugmentConfig.off(out_size=(32, 32))
+    assert albumentations_loader(one, cfg=cfg, batch_size=1, num_workers=0,
+                                 pin_memory=True).pin_memory is True
+    assert albumentations_loader(one, cfg=cfg, batch_size=1, num_workers=0).pin_memory is False
