@@ -29,8 +29,9 @@ Both loops are ``for epoch: set_epoch(epoch); for batch in loader`` (drop_last, 
 shapes, dtypes) of the targets the loss reads.
 
 Per step: ``wait_s`` = time blocked in ``next()`` plus the copy to the device
-(``time.perf_counter``); ``step_s`` = the whole step, ending with ``loss.item()`` (as a loop
-that logs its loss every step does), so ``step_s - wait_s`` is the compute. On CUDA, CUDA
+(``time.perf_counter``); ``step_s`` = the whole step, ending with reading the losses back
+(``.tolist()``, as a loop that logs its loss every step does), so ``step_s - wait_s`` is the
+compute. On CUDA, CUDA
 events around forward + backward + optimizer step give the GPU time of the step (``gpu_s``),
 so GPU work queued earlier is not counted as data wait; GPU idle = ``1 - NVML utilization``
 (``torch.cuda.utilization`` sampled every 0.2 s on a thread, when pynvml is installed: it
@@ -42,8 +43,10 @@ Output: one line every ``--log-every`` steps, and last, one JSON object: ``loade
 first / last ``loss_window`` = ``max(1, min(20, steps // 5))`` steps), ``images_per_s``,
 ``data_wait`` (sum of wait / sum of step time) and ``gpu_idle`` (``null`` on CPU) over the steps
 after the first ``--warmup`` (fastload compiles its Numba kernels on a first run, 20-40 s;
-torch starts its workers), ``seconds`` (the whole loop, warm-up included), and ``size``,
-``workers``, ``warmup``, ``loss_window``, ``gpu_idle_source``, ``data``.
+torch starts its workers), ``seconds`` (the whole loop, warm-up included), and
+``step_s_median`` (the median step time after the warm-up: on a shared machine, bursts of
+other processes' work move the sums far more than the median), ``size``, ``workers``,
+``warmup``, ``loss_window``, ``gpu_idle_source``, ``data``.
 ``--out DIR``: ``DIR/steps.csv`` (step, epoch, loss, hm, wh, reg, step_s, wait_s, gpu_s) and
 ``DIR/summary.json`` (the JSON line).
 
@@ -58,6 +61,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -352,6 +356,7 @@ def summarize(args, rows: list, utilization, seconds: float, packed) -> dict:
             "last_loss": round(mean_loss(rows[-window:]), 5),
             "images_per_s": round(args.batch_size * len(measured) / step_s, 2),
             "data_wait": round(wait_s / step_s, 4),
+            "step_s_median": round(statistics.median(r["step_s"] for r in measured), 4),
             "gpu_idle": None if gpu_idle is None else round(gpu_idle, 4),
             "seconds": round(seconds, 2), "size": args.size, "workers": args.workers,
             "warmup": args.warmup, "loss_window": window, "gpu_idle_source": source,

@@ -66,6 +66,7 @@ def test_loss_falls_and_the_json_line_is_well_formed(runs, loader):
     assert s["loader"] == loader and s["device"] == "cpu" and s["steps"] == STEPS
     assert s["batch_size"] == 8 and s["gpu_idle"] is None
     assert 0.0 <= s["data_wait"] <= 1.0 and s["images_per_s"] > 0 and s["seconds"] > 0
+    assert 0 < s["step_s_median"] < s["seconds"]
     # measured over the first / last 8 steps: about 0.7x here (seeds 0-2, both loaders)
     assert s["loss_window"] == 8
     assert math.isfinite(s["first_loss"]) and s["last_loss"] < 0.85 * s["first_loss"], s
