@@ -222,12 +222,17 @@ def seed_worker(worker_id: int) -> None:
 
 def albumentations_loader(dataset, cfg: Optional[AugmentConfig] = None, batch_size: int = 32,
                           num_workers: int = 2, shuffle: bool = True, drop_last: bool = True,
-                          seed: int = 0, epochs: int = 1):
+                          seed: int = 0, epochs: int = 1, pin_memory: bool = False,
+                          persistent_workers: bool = False):
     """``torch.utils.data.DataLoader`` over :class:`AlbumentationsDataset` of a packed
     ``dataset`` (path or :class:`fastload.store.Dataset`) with ``num_workers`` worker processes;
     one iteration spans ``epochs`` epochs (:class:`~fastload.bench.torch_data.EpochSampler`;
     ``loader.sampler.set_epoch(e)`` starts at epoch ``e``). Batches: the dict of
-    :func:`~fastload.bench.torch_data.collate`."""
+    :func:`~fastload.bench.torch_data.collate`. ``pin_memory``: torch's, for a training loop
+    that copies the batches to a GPU (``.to(device, non_blocking=True)``).
+    ``persistent_workers``: torch's (with ``num_workers > 0``), for a training loop that runs
+    one iteration per epoch: the workers then start once, not at every epoch (the sampler
+    stays in this process, so ``set_epoch`` still reaches it)."""
     ds = AlbumentationsDataset(dataset, cfg=cfg, seed=seed)
     gen = torch.Generator()
     gen.manual_seed(int(seed))
@@ -235,4 +240,4 @@ def albumentations_loader(dataset, cfg: Optional[AugmentConfig] = None, batch_si
         ds, batch_size=batch_size, sampler=EpochSampler(len(ds), epochs, seed, shuffle),
         num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
         worker_init_fn=seed_worker if num_workers > 0 else None, generator=gen,
-        persistent_workers=False)
+        persistent_workers=bool(persistent_workers and num_workers > 0), pin_memory=pin_memory)

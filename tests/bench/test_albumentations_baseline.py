@@ -195,3 +195,39 @@ def test_a_record_without_instances():
     s = ds[0]
     assert s["image"].shape == (3, 32, 32) and s["boxes"].shape == (0, 4)
     assert s["labels"].shape == (0,) and int(s["reg_mask"].sum()) == 0 and s["hm"].max() == 0
+
+
+def test_loader_passes_pin_memory():
+    """``pin_memory`` reaches torch's DataLoader (a GPU training loop asks for it); off by
+    default, as the bench measures on the host."""
+    one = blob_dataset(1, seed=0, width=96, height=72, keypoints=False)
+    cfg = AugmentConfig.off(out_size=(32, 32))
+    assert albumentations_loader(one, cfg=cfg, batch_size=1, num_workers=0,
+                                 pin_memory=True).pin_memory is True
+    assert albumentations_loader(one, cfg=cfg, batch_size=1, num_workers=0).pin_memory is False
+
+
+def test_persistent_workers_follow_set_epoch():
+    """With persistent workers, ``sampler.set_epoch`` between iterations still changes the epoch
+    the workers see (the index carries it) and the same seed gives the same batches again."""
+    ds = blob_dataset(4, seed=0, width=96, height=72, keypoints=False)
+    cfg = AugmentConfig(out_size=(32, 32), noise_sigma=(0.0, 0.0), shadow_prob=0.0)
+
+    def run():
+        dl = albumentations_loader(ds, cfg=cfg, batch_size=2, num_workers=2, seed=3,
+                                   persistent_workers=True)
+        assert dl.persistent_workers
+        out = []
+        for e in range(2):
+            dl.sampler.set_epoch(e)
+            out.append([b for b in dl])
+        return out
+    a, b = run(), run()
+    assert [len(ep) for ep in a] == [2, 2]
+    orders = [[int(i) for x in ep for i in x["index"]] for ep in a]
+    assert sorted(orders[0]) == sorted(orders[1]) == [0, 1, 2, 3]
+    assert orders[0] != orders[1]  # the epoch reached the sampler (shuffled per epoch)
+    assert all(torch.equal(x["image"], y["image"]) for ea, eb in zip(a, b)
+               for x, y in zip(ea, eb))
+    assert not albumentations_loader(ds, cfg=cfg, num_workers=0,
+                                     persistent_workers=True).persistent_workers
