@@ -28,8 +28,9 @@ Both loops are ``for epoch: set_epoch(epoch); for batch in loader`` (drop_last, 
 ``--steps`` steps. The first batch of each loader is checked against the same layout (keys,
 shapes, dtypes) of the targets the loss reads.
 
-Per step: ``wait_s`` = time blocked in ``next()`` plus the copy to the device
-(``time.perf_counter``); ``step_s`` = the whole step, ending with reading the losses back
+Per step: ``wait_s`` = time blocked in ``next()`` plus ``.to(device, non_blocking=True)``
+(``time.perf_counter``; on CUDA the torch loader's pinned copy itself runs on the stream,
+before the step's events); ``step_s`` = the whole step, ending with reading the losses back
 (``.tolist()``, as a loop that logs its loss every step does), so ``step_s - wait_s`` is the
 compute. On CUDA, CUDA
 events around forward + backward + optimizer step give the GPU time of the step (``gpu_s``),
@@ -177,6 +178,7 @@ def resolve_data(data, cache, workers: int) -> Path:
 
 def make_loader(kind: str, packed, cfg, batch_size: int, workers: int, seed: int,
                 device: torch.device):
+    """``--loader fastload`` or ``torch`` (module docstring): shuffled, drop_last, seeded."""
     if kind == "fastload":
         from fastload import DataLoader
         return DataLoader(str(packed), batch_size=batch_size, shuffle=True, drop_last=True,
