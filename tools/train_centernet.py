@@ -378,31 +378,39 @@ def write_out(directory, rows: list, summary: dict) -> None:
 # ------------------------------------------------------------------------------ the command
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="train_centernet.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="train_centernet.py",
         description="Train a small CenterNet on a packed dataset with fastload's loader or "
                     "torch's (albumentations); log loss, step time and data wait; print a JSON "
                     "summary as the last line.")
-    p.add_argument("--loader", choices=("fastload", "torch"), default="fastload")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--loader", choices=("fastload", "torch"), default="fastload",
+                   help="fastload.DataLoader, or torch's DataLoader with albumentations and "
+                   "NumPy targets (default: fastload)")
+    cuda = torch.cuda.is_available()
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu",
+                   help="default: cuda when torch sees a GPU, else cpu (here: %(default)s)")
     p.add_argument("--data", default=None, help="packed dataset (fastload pack); default: "
                    "../shared/data/coco128-seg beside the checkout, else 128 synthetic scenes, "
                    "packed once into --cache")
     p.add_argument("--cache", default=None, help="where the default data is packed "
                    "(default: $FASTLOAD_CACHE or ~/.cache/fastload, then train/)")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
+    p.add_argument("--batch-size", type=int, default=16, help="default: 16")
     p.add_argument("--size", type=int, default=512, help="output height = width, a multiple "
-                   "of 32")
+                   "of 32 (default: 512)")
     p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                   help="fastload threads / torch DataLoader worker processes")
-    p.add_argument("--width", type=int, default=32, help="channels of the model at stride 4")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0, help="model init, order and augmentation")
+                   help="fastload threads / torch DataLoader worker processes (default: the "
+                   "CPU count, at most 8; here %(default)s)")
+    p.add_argument("--width", type=int, default=32,
+                   help="channels of the model at stride 4 (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="model init, sample order and augmentation (default: 0)")
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of "
-                   "images_per_s, data_wait and gpu_idle")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--out", default=None, help="write DIR/steps.csv and DIR/summary.json")
+                   "images_per_s, data_wait, step_s_median and gpu_idle (default: 5)")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="print a line every N steps (default: 10)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write DIR/steps.csv (one row per step) and DIR/summary.json")
     a = p.parse_args(argv)
     for name in ("steps", "batch_size", "workers", "width", "log_every"):
         if getattr(a, name) < 1:
