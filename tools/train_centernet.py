@@ -28,8 +28,9 @@ Both loops are ``for epoch: set_epoch(epoch); for batch in loader`` (drop_last, 
 ``--steps`` steps. The first batch of each loader is checked against the same layout (keys,
 shapes, dtypes) of the targets the loss reads.
 
-Per step: ``wait_s`` = time blocked in ``next()`` plus the copy to the device
-(``time.perf_counter``); ``step_s`` = the whole step, ending with reading the losses back
+Per step: ``wait_s`` = time blocked in ``next()`` plus ``.to(device, non_blocking=True)``
+(``time.perf_counter``; on CUDA the torch loader's pinned copy itself runs on the stream,
+before the step's events); ``step_s`` = the whole step, ending with reading the losses back
 (``.tolist()``, as a loop that logs its loss every step does), so ``step_s - wait_s`` is the
 compute. On CUDA, CUDA
 events around forward + backward + optimizer step give the GPU time of the step (``gpu_s``),
@@ -177,6 +178,7 @@ def resolve_data(data, cache, workers: int) -> Path:
 
 def make_loader(kind: str, packed, cfg, batch_size: int, workers: int, seed: int,
                 device: torch.device):
+    """``--loader fastload`` or ``torch`` (module docstring): shuffled, drop_last, seeded."""
     if kind == "fastload":
         from fastload import DataLoader
         return DataLoader(str(packed), batch_size=batch_size, shuffle=True, drop_last=True,
@@ -376,31 +378,39 @@ def write_out(directory, rows: list, summary: dict) -> None:
 # ------------------------------------------------------------------------------ the command
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="train_centernet.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="train_centernet.py",
         description="Train a small CenterNet on a packed dataset with fastload's loader or "
                     "torch's (albumentations); log loss, step time and data wait; print a JSON "
                     "summary as the last line.")
-    p.add_argument("--loader", choices=("fastload", "torch"), default="fastload")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--loader", choices=("fastload", "torch"), default="fastload",
+                   help="fastload.DataLoader, or torch's DataLoader with albumentations and "
+                   "NumPy targets (default: fastload)")
+    cuda = torch.cuda.is_available()
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu",
+                   help="default: cuda when torch sees a GPU, else cpu (here: %(default)s)")
     p.add_argument("--data", default=None, help="packed dataset (fastload pack); default: "
                    "../shared/data/coco128-seg beside the checkout, else 128 synthetic scenes, "
                    "packed once into --cache")
     p.add_argument("--cache", default=None, help="where the default data is packed "
                    "(default: $FASTLOAD_CACHE or ~/.cache/fastload, then train/)")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=500, help="training steps (default: 500)")
+    p.add_argument("--batch-size", type=int, default=16, help="default: 16")
     p.add_argument("--size", type=int, default=512, help="output height = width, a multiple "
-                   "of 32")
+                   "of 32 (default: 512)")
     p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                   help="fastload threads / torch DataLoader worker processes")
-    p.add_argument("--width", type=int, default=32, help="channels of the model at stride 4")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0, help="model init, order and augmentation")
+                   help="fastload threads / torch DataLoader worker processes (default: the "
+                   "CPU count, at most 8; here %(default)s)")
+    p.add_argument("--width", type=int, default=32,
+                   help="channels of the model at stride 4 (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="model init, sample order and augmentation (default: 0)")
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of "
-                   "images_per_s, data_wait and gpu_idle")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--out", default=None, help="write DIR/steps.csv and DIR/summary.json")
+                   "images_per_s, data_wait, step_s_median and gpu_idle (default: 5)")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="print a line every N steps (default: 10)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write DIR/steps.csv (one row per step) and DIR/summary.json")
     a = p.parse_args(argv)
     for name in ("steps", "batch_size", "workers", "width", "log_every"):
         if getattr(a, name) < 1:
