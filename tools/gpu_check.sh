@@ -2,7 +2,7 @@
 # The whole GPU check in one script, for a machine with an NVIDIA GPU (the project's GPU machine
 # is one H100, 16 cores, Python 3.12, CUDA 13, torch 2.11; no torchvision, ray or shapely):
 #
-#   tools/gpu_check.sh STAGE [OUT]      STAGE: tests | bench | profile | all     OUT: log folder
+#   tools/gpu_check.sh STAGE [OUT]      STAGE: tests | bench | profile | train | all     OUT: log folder
 #
 #   tests    the GPU tests first (tests/loader/test_gpu.py, the DALI and noise tests on the GPU,
 #            torchrun with two processes on the one GPU), then the whole suite; the skips
@@ -14,14 +14,16 @@
 #   profile  where the time of a fastload-gpu batch goes (torch profiler), the data wait of
 #            a training loop, and DALI's hardware JPEG decoder share swept (hw_decoder_load)
 #                                                                        -> OUT/profile.txt
-#   all      the three, one after the other (longer than one device call: run them apart)
+#   train    tools/train_centernet.py --device cuda with each loader (data wait, GPU idle;
+#            TRAIN_DATA, TRAIN_STEPS)                                   -> OUT/train.log
+#   all      the four, one after the other (longer than one device call: run them apart)
 #
 # Every stage is bounded (STAGE_TIMEOUT seconds in all, default 480; the wheel install comes
 # on top) so that it ends, and leaves its logs, within one 10-minute device call. Missing Python packages (DALI, lmdb,
 # simplejpeg, albumentations on the project's GPU machine) come as wheels carried in parts
 # .dw0 .. .dwN (../shared/tools/device-wheels.sh makes them); when .dw0/install.sh is here it
 # is run first (once per machine) and its output goes to OUT/env.txt. Everything goes under
-# OUT, at most 8 files in all (env.txt + the files above), so that the device tool brings all
+# OUT, at most 8 files per stage (env.txt + the files above), so that the device tool brings all
 # of it back. Exit status: non-zero when a stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -123,13 +125,31 @@ stage_profile() {
   verdict "${PIPESTATUS[0]}" "$OUT/profile.txt"
 }
 
+stage_train() {
+  stage_start=$SECONDS
+  # the training loop with each loader on the GPU: the JSON lines (data wait, GPU idle) for the
+  # README; TRAIN_DATA: a packed dataset (default: the script's, coco128-seg from ../shared or
+  # synthetic scenes where ../shared did not travel)
+  local data_arg=() l
+  [ -n "${TRAIN_DATA:-}" ] && data_arg=(--data "$TRAIN_DATA")
+  for l in fastload torch; do
+    echo "==== tools/train_centernet.py --loader $l" >>"$OUT/train.log"
+    timeout $(( $(left) / 2 )) python3 tools/train_centernet.py --loader "$l" --device cuda \
+      --steps "${TRAIN_STEPS:-300}" --batch-size 32 --workers "$WORKERS" "${data_arg[@]}" \
+      >>"$OUT/train.log" 2>&1
+    verdict "$?" "$OUT/train.log"
+    tail -n 1 "$OUT/train.log"
+  done
+}
+
 env_report
 case "$STAGE" in
   tests) stage_tests ;;
   bench) stage_bench ;;
   profile) stage_profile ;;
-  all) stage_tests; stage_bench; stage_profile ;;
-  *) echo "usage: tools/gpu_check.sh tests|bench|profile|all [OUT]"; exit 2 ;;
+  train) stage_train ;;
+  all) stage_tests; stage_bench; stage_profile; stage_train ;;
+  *) echo "usage: tools/gpu_check.sh tests|bench|profile|train|all [OUT]"; exit 2 ;;
 esac
 ls -la "$OUT"
 exit $status
