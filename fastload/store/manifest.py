@@ -54,20 +54,25 @@ class StoreError(ValueError):
     """A packed dataset directory is missing, incomplete or corrupt."""
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory, fsync, os.replace."""
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, os.replace:
+    a reader sees the old file or the whole new one, never a part."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON (indented, newline-terminated) to ``path`` with :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _plain_name(name) -> bool:

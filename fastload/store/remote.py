@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from fastload.optional import MissingDependency, require
-from fastload.store.manifest import MANIFEST_NAME, Manifest, ShardEntry, StoreError
+from fastload.store.manifest import (MANIFEST_NAME, Manifest, ShardEntry, StoreError,
+                                     write_bytes_atomic)
 from fastload.store.shards import ShardHash
 
 #: the environment variable naming the cache folder (``cache_dir=`` wins over it)
@@ -105,9 +106,9 @@ def fetch(url: str, cache_dir=None, progress: bool = True) -> Path:
     if done.is_file() and not manifest.file_problems(dest):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    _write_atomic(home / "url", (url + "\n").encode())
+    write_bytes_atomic(home / "url", (url + "\n").encode())
     _fetch_shards(fs, root, url, manifest, dest, progress)
-    _write_atomic(done, raw)  # the copy is complete
+    write_bytes_atomic(done, raw)  # the copy is complete
     for s in manifest.shards:  # every shard is in place: nobody downloads them any more
         (dest / f".{s.file}.lock").unlink(missing_ok=True)
     return dest
@@ -135,19 +136,6 @@ def _read_manifest(fs, root: str, url: str) -> bytes:
     except Exception as e:  # the protocol's own errors: HTTP, S3, network
         raise StoreError(f"{url}/{MANIFEST_NAME}: cannot fetch it: {type(e).__name__}: "
                          f"{e}") from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -216,7 +204,7 @@ def _fetch_digests(fs, root: str, url: str, entry: ShardEntry, dest: Path) -> No
     if hashlib.blake2b(data, digest_size=32).hexdigest() != entry.blake2b:
         raise StoreError(f"{where}: the digests file does not match the manifest's checksum of "
                          f"{entry.file}; the remote copy is corrupt; refused")
-    _write_atomic(dest / entry.digests, data)
+    write_bytes_atomic(dest / entry.digests, data)
 
 
 def _check_space(dest: Path, todo: List[ShardEntry]) -> None:
